@@ -1,0 +1,49 @@
+"""Errors raised by the models layer. Each carries a stable ``code`` for APIs."""
+
+from __future__ import annotations
+
+
+class FacegraphError(Exception):
+    """Base class: ``code`` is a stable machine-readable identifier."""
+
+    code = "facegraph_error"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ImageError(FacegraphError):
+    """The bytes are not a usable image (client mistake)."""
+
+    code = "invalid_image"
+
+
+class ImageTooLargeError(ImageError):
+    """The image header announces more pixels than allowed."""
+
+    code = "image_too_large"
+
+
+class ModelLoadError(FacegraphError):
+    """A model file is missing, unreadable, or does not fit its family."""
+
+    code = "model_load_error"
+
+
+class UnknownFamilyError(ModelLoadError):
+    code = "unknown_family"
+
+
+class SignatureError(ModelLoadError):
+    """The ONNX inputs/outputs do not match what the family expects."""
+
+    code = "signature_mismatch"
+
+
+class ProviderUnavailableError(ModelLoadError):
+    """An explicitly requested execution provider could not be used."""
+
+    code = "provider_unavailable"

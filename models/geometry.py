@@ -1,0 +1,149 @@
+"""Shared geometry: letterbox, NMS, similarity alignment and face crops (pure functions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from models.types import CropSpec, Face
+
+# insightface's 5-point ArcFace template for a 112x112 crop (eyes, nose, mouth corners).
+ARCFACE_TEMPLATE_112: tuple[tuple[float, float], ...] = (
+    (38.2946, 51.6963),
+    (73.5318, 51.5014),
+    (56.0252, 71.7366),
+    (41.5493, 92.3655),
+    (70.7299, 92.2041),
+)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Mapping from original pixels to a padded, uniformly scaled model input."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def boxes_to_original(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """(N, 4) x1y1x2y2 in model pixels -> original pixels, clipped to the image."""
+        out = boxes.astype(np.float32, copy=True)
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+        return out
+
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) points in model pixels -> original pixels."""
+        out = points.astype(np.float32, copy=True)
+        out[..., 0] = (out[..., 0] - self.pad_x) / self.scale
+        out[..., 1] = (out[..., 1] - self.pad_y) / self.scale
+        return out
+
+
+def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio into a ``height`` x ``width`` canvas, centred."""
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_w, new_h) != (w, h) else image
+    canvas = np.full((height, width, image.shape[2]), pad_value, dtype=image.dtype)
+    pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    # The effective scale per axis differs from ``scale`` by rounding; use the x one.
+    return canvas, Letterbox(scale=new_w / w, pad_x=float(pad_x), pad_y=float(pad_y))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between (N, 4) and (M, 4) x1y1x2y2 boxes -> (N, M)."""
+    a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first.
+
+    Args:
+        boxes: (N, 4) x1y1x2y2.
+        scores: (N,).
+        mode: ``union`` (IoU) or ``min`` (intersection over the smaller box, as MTCNN uses).
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]).clip(0) * (boxes[:, 3] - boxes[:, 1]).clip(0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+        if mode == "min":
+            overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
+        else:
+            overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[overlap <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) src -> dst.
+
+    Umeyama's closed form; returns the 2x3 matrix for ``cv2.warpAffine``.
+    """
+    src = np.asarray(src, np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, np.float64).reshape(-1, 2)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1] = -1
+    rot = u @ np.diag(d) @ vt
+    var = (src_c**2).sum() / len(src)
+    scale = (s * d).sum() / var if var > 0 else 1.0
+    matrix = np.zeros((2, 3))
+    matrix[:, :2] = scale * rot
+    matrix[:, 2] = dst_mean - scale * rot @ src_mean
+    return matrix
+
+
+def square_box(bbox, margin: float) -> tuple[float, float, float, float]:
+    """The box grown by ``margin`` x its size on each side and made square about its centre."""
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+
+
+def crop_face(image: np.ndarray, face: Face, spec: CropSpec) -> np.ndarray:
+    """Cut one face out of an RGB image as ``spec`` says; returns (H, W, 3) uint8."""
+    width, height = spec.size
+    if spec.kind == "landmarks" and face.landmarks is not None and spec.template is not None:
+        matrix = estimate_similarity(face.landmarks, np.asarray(spec.template))
+    else:
+        x1, y1, x2, y2 = square_box(face.bbox, spec.margin)
+        sx, sy = width / max(x2 - x1, 1e-6), height / max(y2 - y1, 1e-6)
+        matrix = np.array([[sx, 0, -x1 * sx], [0, sy, -y1 * sy]])
+    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def scale_template(template, from_size: tuple[int, int], to_size: tuple[int, int]):
+    """A template defined for one crop size, rescaled to another."""
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return tuple((x * sx, y * sy) for x, y in template)

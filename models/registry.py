@@ -1,0 +1,185 @@
+"""The explicit registry of model families, the model spec, and loading.
+
+A :class:`ModelSpec` names a family and exactly one source: a user's ONNX file
+or Hugging Face folder (``path``), a model of the built default pack
+(``pack``), or a generated fixture (``fixture``, for tests and demos).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from models.arcface import ArcFace
+from models.base import Adapter
+from models.errors import ModelLoadError, UnknownFamilyError
+from models.image_classifier import ImageClassifier, locate_hf_model
+from models.runtime import DevicePolicy, ProviderReport, RuntimeOptions, create_session
+from models.scrfd import Scrfd
+from models.yolov10 import Yolov10
+from models.yolov8_face import Yolov8Face
+
+FAMILIES: dict[str, type[Adapter]] = {cls.family: cls for cls in (Yolov8Face, Yolov10, Scrfd, ArcFace, ImageClassifier)}
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    """Add a family class to the registry (used by families defined in other modules)."""
+    FAMILIES[cls.family] = cls
+    return cls
+
+
+def _register_pack_families() -> None:
+    # The default pack's families live in their own modules; import them lazily so a
+    # missing optional dependency cannot break the other families.
+    from models.dlib_resnet import DlibResNetRecognizer
+    from models.mtcnn import MTCNNDetector
+
+    register(MTCNNDetector)
+    register(DlibResNetRecognizer)
+
+
+try:
+    _register_pack_families()
+except ImportError:  # pragma: no cover - only while a pack family is absent
+    pass
+
+
+def family_class(name: str, role: str | None = None) -> type[Adapter]:
+    """The class for a family name; raises UnknownFamilyError listing the known ones."""
+    cls = FAMILIES.get(name)
+    if cls is None or (role is not None and cls.role != role):
+        known = sorted(n for n, c in FAMILIES.items() if role is None or c.role == role)
+        raise UnknownFamilyError(f"unknown {role or 'model'} family '{name}'; known: {', '.join(known)}")
+    return cls
+
+
+class ModelSpec(BaseModel):
+    """One model: family, source, variant, runtime and family settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str
+    path: str | None = None
+    pack: str | None = None
+    fixture: str | None = None
+    variant: str = "fp32"
+    device: DevicePolicy = "auto"
+    gpu_mem_limit_mb: int | None = None
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
+    trt_fp16: bool = True
+    trt_cache_dir: str | None = None
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("path", "pack", "fixture") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, pack, fixture (got {given or 'none'})")
+        family_class(self.family)
+        return self
+
+    @property
+    def source(self) -> str:
+        return self.path or (f"pack:{self.pack}" if self.pack else f"fixture:{self.fixture}")
+
+    def runtime(self, gpu_fraction: float = 0.0, cpu_threads: int = 1) -> RuntimeOptions:
+        return RuntimeOptions(
+            device=self.device,
+            gpu_fraction=gpu_fraction,
+            cpu_threads=cpu_threads,
+            gpu_mem_limit_mb=self.gpu_mem_limit_mb,
+            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
+            trt_fp16=self.trt_fp16,
+            trt_cache_dir=self.trt_cache_dir,
+        )
+
+
+@dataclass
+class LoadedModel:
+    """An adapter plus what was loaded and where it really runs."""
+
+    spec: ModelSpec
+    adapter: Adapter
+    files: dict[str, str]
+    reports: dict[str, ProviderReport]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provider(self) -> str:
+        return next(iter(self.reports.values())).active
+
+    def describe(self) -> dict:
+        reports = list(self.reports.values())
+        return {
+            **self.adapter.describe(),
+            "source": self.spec.source,
+            "files": self.files,
+            "variant": self.spec.variant,
+            "provider": reports[0].active,
+            "device": reports[0].device,
+            "fallbacks": [f.__dict__ for r in reports for f in r.fallbacks],
+            "gpu_mem_limit_mb": reports[0].gpu_mem_limit_mb,
+            "intra_op_threads": reports[0].intra_op_threads,
+            **self.extra,
+        }
+
+
+def pack_file(cache_dir: Path, pack: str, name: str, variant: str) -> Path:
+    """Where the default pack keeps one file of one model."""
+    suffix = "" if variant in ("fp32", "") else f".{variant}"
+    return cache_dir / "pack" / pack / f"{name}{suffix}.onnx"
+
+
+def _locate(cls: type[Adapter], spec: ModelSpec, cache_dir: Path | None) -> tuple[dict[str, Any], dict]:
+    """ONNX sources per file name (paths or bytes) and family resources."""
+    read_resources = getattr(cls, "read_resources", None)
+    if spec.fixture:
+        from models.fixtures import build_fixture
+
+        files, resources = build_fixture(spec.fixture)
+        missing = set(cls.files) - set(files)
+        if missing:
+            raise ModelLoadError(f"fixture '{spec.fixture}' does not provide {sorted(missing)} for family '{spec.family}'")
+        return files, resources
+    if spec.pack:
+        if cache_dir is None:
+            raise ModelLoadError("a pack model needs the model cache directory")
+        files = {name: pack_file(cache_dir, spec.pack, name, spec.variant) for name in cls.files}
+        absent = [str(p) for p in files.values() if not p.is_file()]
+        if absent:
+            raise ModelLoadError(
+                f"default pack model '{spec.pack}' ({spec.variant}) is not built: missing {', '.join(absent)}. "
+                "Run `facegraph models build`."
+            )
+        return files, read_resources(files[cls.files[0]], None) if read_resources else {}
+    path = Path(spec.path).expanduser()
+    if path.is_dir():
+        if cls.files == ("model",):
+            model = locate_hf_model(path, spec.variant)
+            return {"model": model}, read_resources(model, path) if read_resources else {}
+        files = {name: path / f"{name}.onnx" for name in cls.files}
+        return files, {}
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    if len(cls.files) != 1:
+        raise ModelLoadError(f"family '{spec.family}' needs a folder with {', '.join(f + '.onnx' for f in cls.files)}")
+    return {"model": path}, read_resources(path, None) if read_resources else {}
+
+
+def load_model(
+    spec: ModelSpec, gpu_fraction: float = 0.0, cpu_threads: int = 1, cache_dir: Path | None = None, role: str | None = None
+) -> LoadedModel:
+    """Build the sessions for a spec and wrap them in the family's adapter."""
+    cls = family_class(spec.family, role)
+    files, resources = _locate(cls, spec, cache_dir)
+    runtime = spec.runtime(gpu_fraction, cpu_threads)
+    sessions, reports = {}, {}
+    for name, source in files.items():
+        sessions[name], reports[name] = create_session(source, runtime)
+    settings = cls.Settings.model_validate(spec.settings)
+    adapter = cls(sessions, settings, **resources)
+    shown = {name: (f"generated:{spec.fixture}" if isinstance(src, bytes) else str(src)) for name, src in files.items()}
+    return LoadedModel(spec=spec, adapter=adapter, files=shown, reports=reports)

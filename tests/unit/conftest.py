@@ -1,0 +1,16 @@
+"""Unit tests run without Ray: any attempt to start it fails the test."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_ray(monkeypatch):
+    try:
+        import ray
+    except ImportError:
+        return
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("unit tests must not start Ray")
+
+    monkeypatch.setattr(ray, "init", forbidden)

@@ -1,0 +1,70 @@
+import cv2
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.geometry import ARCFACE_TEMPLATE_112, crop_face, estimate_similarity, iou, letterbox, nms
+from models.types import CropSpec, Face
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 2000), st.integers(1, 2000), st.integers(32, 800), st.integers(32, 800))
+def test_letterbox_maps_points_back(w, h, tw, th):
+    image = np.zeros((h, w, 3), np.uint8)
+    canvas, box = letterbox(image, tw, th)
+    assert canvas.shape == (th, tw, 3)
+    pts = np.array([[0.0, 0.0], [w, h], [w / 3, h / 2]], np.float32)
+    model_pts = np.stack([pts[:, 0] * box.scale + box.pad_x, pts[:, 1] * box.scale + box.pad_y], axis=1)
+    back = box.points_to_original(model_pts)
+    assert np.abs(back - pts).max() <= max(w, h) * 0.01 + 1e-3
+    boxes = box.boxes_to_original(np.array([[-50, -50, tw + 50, th + 50]], np.float32), w, h)
+    assert boxes[0].tolist() == [0, 0, w, h]
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10.5]], np.float32)
+    scores = np.array([0.9, 0.95, 0.5, 0.3])
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+    inner = np.array([[0, 0, 100, 100], [10, 10, 30, 30]], np.float32)
+    assert nms(inner, np.array([0.9, 0.8]), 0.5, mode="min").tolist() == [0]
+    assert nms(inner, np.array([0.9, 0.8]), 0.5).tolist() == [0, 1]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.floats(-np.pi, np.pi), st.floats(0.2, 5.0), st.floats(-500, 500), st.floats(-500, 500))
+def test_similarity_recovers_a_known_transform(angle, scale, tx, ty):
+    src = np.array(ARCFACE_TEMPLATE_112)
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = src @ rot.T + [tx, ty]
+    matrix = estimate_similarity(src, dst)
+    assert np.allclose(matrix[:, :2], rot, atol=1e-6) and np.allclose(matrix[:, 2], [tx, ty], atol=1e-4)
+
+
+def test_aligned_crop_puts_landmarks_on_the_template():
+    template = np.array(ARCFACE_TEMPLATE_112)
+    # Landmarks of a face rotated by 20 degrees, scaled 2.5x, somewhere in a big picture.
+    angle = np.deg2rad(20)
+    rot = 2.5 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmarks = template @ rot.T + [300, 200]
+    image = np.zeros((800, 800, 3), np.uint8)
+    for x, y in landmarks:
+        cv2.circle(image, (int(round(x)), int(round(y))), 4, (255, 255, 255), -1)
+    crop = crop_face(image, Face((0, 0, 1, 1), 1.0, landmarks.astype(np.float32)), CropSpec("landmarks", (112, 112), ARCFACE_TEMPLATE_112))
+    assert crop.shape == (112, 112, 3)
+    for x, y in template:
+        assert crop[int(round(y)), int(round(x))].max() > 128
+
+
+def test_box_crop_without_landmarks_is_square_with_margin():
+    image = np.zeros((300, 300, 3), np.uint8)
+    image[100:200, 120:180] = 255  # a 60x100 box
+    crop = crop_face(image, Face((120, 100, 180, 200), 1.0, None), CropSpec("box", (100, 100), margin=0.0))
+    # Squared about the centre: side 100, so the bright part spans 60 of 100 columns.
+    assert crop.shape == (100, 100, 3)
+    bright_cols = np.where(crop[50, :, 0] > 128)[0]
+    assert abs(len(bright_cols) - 60) <= 2 and abs(bright_cols.mean() - 49.5) <= 1.5
+
+
+def test_iou():
+    assert np.allclose(iou([[0, 0, 10, 10]], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]), [[1.0, 1 / 3, 0.0]])
