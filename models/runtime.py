@@ -332,5 +332,7 @@ def create_session(model: str | Path | bytes, options: RuntimeOptions) -> tuple[
             + (f"; {why.reason}. Fix: {why.fix}" if why else "")
         )
     for fallback in report.fallbacks:
-        logger.warning("%s; running on %s. Fix: %s", fallback.reason, report.active, fallback.fix)
+        # auto on a machine without a GPU is expected: say so quietly.
+        quiet = options.device == "auto" and fallback.reason.startswith("no NVIDIA GPU visible")
+        logger.log(logging.INFO if quiet else logging.WARNING, "%s; running on %s. Fix: %s", fallback.reason, report.active, fallback.fix)
     return session, report

@@ -1,0 +1,108 @@
+"""What every model replica shares: load the adapter, batching knobs, stats, metrics, health."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import time
+from pathlib import Path
+
+import ray
+from ray.serve import metrics
+
+from models.registry import ModelSpec, load_model
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def assigned_resources() -> tuple[float, float]:
+    """(GPU fraction, CPU share) this replica was scheduled with."""
+    try:
+        resources = ray.get_runtime_context().get_assigned_resources()
+    except Exception:  # outside a Ray worker (unit use)
+        return 0.0, 1.0
+    return float(resources.get("GPU", 0.0)), float(resources.get("CPU", 1.0))
+
+
+class ModelReplica:
+    """Base of the model deployments. Subclasses set ``role`` and name their batch method."""
+
+    role: str = ""
+    stage: str = ""
+
+    def __init__(self, spec: dict, cache_dir: str):
+        gpu_fraction, cpu_share = assigned_resources()
+        self.loaded = load_model(
+            ModelSpec.model_validate(spec),
+            gpu_fraction=gpu_fraction,
+            cpu_threads=max(1, round(cpu_share)),
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            role=self.role,
+        )
+        self.adapter = self.loaded.adapter
+        self.gpu_fraction = gpu_fraction
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.items = 0
+        tags = {"stage": self.stage}
+        self.m_batch = metrics.Histogram(
+            "facegraph_batch_size", "Items per model call", boundaries=BATCH_BOUNDARIES, tag_keys=("stage",)
+        )
+        self.m_batch.set_default_tags(dict(tags))
+        self.m_latency = metrics.Histogram(
+            "facegraph_model_latency_ms", "Model call time per batch", boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",)
+        )
+        self.m_latency.set_default_tags(dict(tags))  # Serve adds its own keys in place
+        self.m_fallbacks = metrics.Counter(
+            "facegraph_provider_fallbacks", "Execution providers that fell back at load", tag_keys=("stage", "provider")
+        )
+        for report in self.loaded.reports.values():
+            for fallback in report.fallbacks:
+                self.m_fallbacks.inc(tags={"stage": self.stage, "provider": fallback.provider})
+        logger.info("%s replica (pid %s) runs %s on %s", self.stage, os.getpid(), self.loaded.spec.family, self.loaded.provider)
+
+    # Subclasses return their @serve.batch-wrapped method here.
+    def batch_method(self):
+        raise NotImplementedError
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Change batching at run time (Serve calls this on ``user_config`` updates)."""
+        method = self.batch_method()
+        if "max_batch_size" in user_config:
+            method.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "batch_wait_timeout_s" in user_config:
+            method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    def record(self, size: int, started: float) -> None:
+        self.batch_sizes[size] += 1
+        self.items += size
+        self.m_batch.observe(size)
+        self.m_latency.observe((time.perf_counter() - started) * 1000)
+
+    def check_health(self) -> None:
+        """Serve's periodic health check: a tiny real inference must succeed."""
+        self.probe()
+
+    def probe(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        method = self.batch_method()
+        batches = sum(self.batch_sizes.values())
+        return {
+            **self.loaded.describe(),
+            "gpu_fraction": self.gpu_fraction,
+            "replica_pid": os.getpid(),
+            "batching": {
+                "max_batch_size": method._get_max_batch_size(),
+                "batch_wait_timeout_s": method._get_batch_wait_timeout_s(),
+                "batches": batches,
+                "items": self.items,
+                "mean_batch_size": round(self.items / batches, 3) if batches else None,
+                "batch_size_counts": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            },
+        }
+

@@ -1,0 +1,36 @@
+"""Detector deployment: decodes pictures, finds faces, cuts the crops each branch needs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from ray import serve
+
+from deployments.base import ModelReplica
+from models.pipeline import DetectReply, DetectRequest, detect_batch
+
+
+@serve.deployment
+class Detector(ModelReplica):
+    role = "detector"
+    stage = "detector"
+
+    def __init__(self, spec: dict, cache_dir: str, max_pixels: int):
+        super().__init__(spec, cache_dir)
+        self.max_pixels = max_pixels
+
+    def batch_method(self):
+        return self.detect
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def detect(self, requests: list[DetectRequest]) -> list[DetectReply]:
+        started = time.perf_counter()
+        # Off the event loop, so the next batch keeps forming while this one runs.
+        replies = await asyncio.to_thread(detect_batch, self.adapter, requests, self.max_pixels)
+        self.record(len(requests), started)
+        return replies
+
+    def probe(self) -> None:
+        self.adapter.detect([np.zeros((64, 64, 3), np.uint8)])

@@ -1,0 +1,136 @@
+"""The one configuration schema. Serve config YAMLs under ``cluster/`` carry it as ``args``.
+
+This is the only module that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.registry import ModelSpec, family_class
+
+ENV_CACHE = "FACEGRAPH_CACHE"
+ENV_API_KEYS = "FACEGRAPH_API_KEYS"
+
+
+def default_cache_dir() -> Path:
+    """Model cache: ``$FACEGRAPH_CACHE``, else ``$XDG_CACHE_HOME/facegraph``, else ``~/.cache/facegraph``."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "facegraph"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Batching(_Strict):
+    """``@serve.batch`` knobs; changeable at run time through ``user_config``."""
+
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=10)
+
+
+class DeploymentConfig(_Strict):
+    """Ray Serve options for one deployment."""
+
+    num_replicas: int | None = Field(1, ge=0)
+    autoscaling_config: dict[str, Any] | None = None
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    # Default: twice the batch size, so a batch can fill while another runs.
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    # Beyond this many queued requests per handle, callers get back-pressure (HTTP 503).
+    max_queued_requests: int = Field(-1, ge=-1)
+    batching: Batching = Batching()
+    health_check_period_s: float = 10.0
+    health_check_timeout_s: float = 30.0
+    graceful_shutdown_timeout_s: float = 20.0
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.autoscaling_config is not None:
+            self.num_replicas = None
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.batching.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) is below max_batch_size "
+                f"({self.batching.max_batch_size}): batches could never fill"
+            )
+        return self
+
+    def serve_options(self, user_config: dict | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        options: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests or max(2 * self.batching.max_batch_size, 8),
+            "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+        }
+        if self.autoscaling_config is not None:
+            options["autoscaling_config"] = self.autoscaling_config
+        else:
+            options["num_replicas"] = self.num_replicas
+        if user_config is not None:
+            options["user_config"] = user_config
+        return options
+
+
+class StageConfig(_Strict):
+    """A model and the deployment that serves it."""
+
+    model: ModelSpec
+    deployment: DeploymentConfig = DeploymentConfig()
+
+
+class IngressConfig(_Strict):
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.25, max_ongoing_requests=64)
+    max_body_bytes: int = Field(20 * 2**20, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_batch_images: int = Field(16, ge=1)
+    # Accepted API keys; empty means open. Also read from $FACEGRAPH_API_KEYS (comma-separated).
+    api_keys: list[str] = []
+
+
+class FacegraphConfig(_Strict):
+    """Everything the app builder needs: models, deployments, HTTP limits."""
+
+    name: str = "facegraph"
+    model_cache: str | None = None
+    # The default pack (``facegraph models build``): MTCNN and dlib's ResNet.
+    detector: StageConfig = Field(default_factory=lambda: StageConfig(model=ModelSpec(family="mtcnn", pack="mtcnn")))
+    recognizer: StageConfig | None = Field(default_factory=lambda: StageConfig(model=ModelSpec(family="dlib-resnet", pack="dlib-resnet")))
+    deepfake: StageConfig | None = None
+    ingress: IngressConfig = IngressConfig()
+
+    @model_validator(mode="after")
+    def _roles(self):
+        for stage, role in (("detector", "detector"), ("recognizer", "recognizer"), ("deepfake", "classifier")):
+            cfg = getattr(self, stage)
+            if cfg is not None:
+                family_class(cfg.model.family, role)
+        return self
+
+    def cache_dir(self) -> Path:
+        return Path(self.model_cache).expanduser() if self.model_cache else default_cache_dir()
+
+    def api_keys(self) -> list[str]:
+        env = [k.strip() for k in os.environ.get(ENV_API_KEYS, "").split(",") if k.strip()]
+        return list(self.ingress.api_keys) + env
+
+
+def load_serve_config(path: str | Path) -> tuple[FacegraphConfig, dict]:
+    """Read a Serve config YAML: the facegraph app's ``args`` and the file's ``http_options``."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    apps = data.get("applications") or []
+    app = next((a for a in apps if a.get("import_path") == "graph.app:build_app"), None)
+    if app is None:
+        raise ValueError(f"{path}: no application with import_path graph.app:build_app")
+    return FacegraphConfig.model_validate(app.get("args") or {}), data.get("http_options") or {}

@@ -1,0 +1,72 @@
+"""Graph tests: a real local Ray Serve per module (fake GPUs), real HTTP and real handles."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+FIXTURE_CONFIG = {
+    "name": "facegraph",
+    "detector": {
+        "model": {"family": "yolov8-face", "fixture": "square-yolov8-face", "settings": {"score_threshold": 0.3}},
+        "deployment": {"num_cpus": 0.5, "num_gpus": 0.25, "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05}},
+    },
+    "recognizer": {
+        "model": {"family": "arcface", "fixture": "pooled-arcface"},
+        "deployment": {"num_cpus": 0.5, "num_gpus": 0.25, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
+    },
+    "deepfake": {
+        "model": {"family": "image-classifier", "fixture": "rgb-classifier"},
+        "deployment": {"num_cpus": 0.5, "num_gpus": 0.5, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ray(num_cpus: int = 4, num_gpus: int = 1):
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+        )
+
+
+def stop_ray():
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def serve_app(request):
+    """Deploy ``module.CONFIG`` (or the fixture config); yields (base_url, app handle)."""
+    from ray import serve
+
+    from graph.app import build_app
+
+    config = getattr(request.module, "CONFIG", FIXTURE_CONFIG)
+    start_ray()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    handle = serve.run(build_app(config), name=config.get("name", "facegraph"), route_prefix="/")
+    yield f"http://127.0.0.1:{port}", handle
+    stop_ray()
