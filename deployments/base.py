@@ -96,6 +96,8 @@ class ModelReplica:
             **self.loaded.describe(),
             "gpu_fraction": self.gpu_fraction,
             "replica_pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "batching": {
                 "max_batch_size": method._get_max_batch_size(),
                 "batch_wait_timeout_s": method._get_batch_wait_timeout_s(),

@@ -43,6 +43,12 @@ class ApiError(FacegraphError):
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    try:
+        from graph.metrics import ingress_metrics
+
+        ingress_metrics().errors.inc(tags={"code": code, "status": str(status)})
+    except Exception:  # metrics must never turn an answer into a failure
+        logger.debug("could not count error %s", code)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 

@@ -16,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 
 from graph import errors
 from graph.errors import ApiError
+from graph.metrics import ingress_metrics
 from models.gpu import list_gpus
 from models.pipeline import DetectReply, DetectRequest
 
@@ -59,9 +60,6 @@ app = FastAPI(
 )
 errors.install(app)
 
-# The replica's Ingress instance, for the middleware (one per replica process).
-_CURRENT: list = []
-
 MaxFaces = Annotated[int | None, Query(ge=1, le=1000, description="keep at most this many faces, best first")]
 MinScore = Annotated[float | None, Query(ge=0.0, le=1.0, description="drop faces scored below this")]
 
@@ -69,9 +67,9 @@ MinScore = Annotated[float | None, Query(ge=0.0, le=1.0, description="drop faces
 @app.middleware("http")
 async def _guard(request: Request, call_next):
     """API keys (when configured) and the body size limit, before any route runs."""
-    ingress = _CURRENT[0] if _CURRENT else None
-    if ingress is None:
-        return await call_next(request)
+    ingress = getattr(request.app.state, "ingress", None)
+    if ingress is None:  # not initialised yet: nothing can be served
+        return errors.error_response(503, "not_ready", "the service is starting", {"Retry-After": "1"})
     if ingress.api_keys and request.url.path not in PUBLIC_PATHS:
         given = request.headers.get("x-api-key") or ""
         auth = request.headers.get("authorization") or ""
@@ -82,7 +80,12 @@ async def _guard(request: Request, call_next):
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > ingress.max_body_bytes:
         return errors.error_response(413, "body_too_large", f"the body exceeds {ingress.max_body_bytes} bytes")
-    return await call_next(request)
+    started = time.perf_counter()
+    response = await call_next(request)
+    # Tag by the matched route, never the raw path: clients must not mint label values.
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    ingress.metrics.request_latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+    return response
 
 
 async def _form(request: Request, max_files: int):
@@ -129,7 +132,10 @@ class Ingress:
         self.chunk = {k: int(v) for k, v in settings["chunk_sizes"].items()}
         self._specs: dict[str, Any] | None = None
         self._models: dict[str, Any] | None = None
-        _CURRENT[:] = [self]
+        self.metrics = ingress_metrics()
+        # The app object this replica serves (Serve ships the class by value, so a module
+        # global would be a different copy from the one the middleware sees).
+        app.state.ingress = self
 
     # ---- stage plumbing -------------------------------------------------------------------
 
@@ -241,6 +247,11 @@ class Ingress:
             faces.append(item)
         timings["branches"] = round((time.perf_counter() - detected) * 1000, 2)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        self.metrics.faces.observe(len(faces))
+        self.metrics.stage_latency.observe((detected - started) * 1000, tags={"stage": "detector"})
+        for stage in stages:
+            if stage in timings:
+                self.metrics.stage_latency.observe(timings[stage], tags={"stage": stage})
         answer = {
             "width": reply.width,
             "height": reply.height,

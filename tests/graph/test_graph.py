@@ -85,7 +85,8 @@ def test_batch_endpoint_in_order_with_per_image_errors(serve_app):
     assert len(results[0]["faces"]) == 1
     assert results[1]["error"]["code"] == "invalid_image"
     assert len(results[2]["faces"]) == 3
-    too_many = [("images", (f"{i}.jpg", JPEG, "image/jpeg")) for i in range(5)]
+    small = encode_jpeg(draw_squares(64, 64, []), 80)
+    too_many = [("images", (f"{i}.jpg", small, "image/jpeg")) for i in range(5)]
     r = httpx.post(f"{base}/v1/analyze/batch", files=too_many, timeout=60)
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_images"
 
