@@ -28,6 +28,18 @@ def assigned_resources() -> tuple[float, float]:
     return float(resources.get("GPU", 0.0)), float(resources.get("CPU", 1.0))
 
 
+def rss_mb() -> float:
+    """This process's resident memory in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
 class ModelReplica:
     """Base of the model deployments. Subclasses set ``role`` and name their batch method."""
 
@@ -98,6 +110,7 @@ class ModelReplica:
             "replica_pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "rss_mb": rss_mb(),
             "batching": {
                 "max_batch_size": method._get_max_batch_size(),
                 "batch_wait_timeout_s": method._get_batch_wait_timeout_s(),

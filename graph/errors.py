@@ -7,6 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import FacegraphError
@@ -24,6 +26,7 @@ STATUS_BY_CODE = {
     "not_found": 404,
     "not_configured": 409,
     "overloaded": 503,
+    "unavailable": 503,
     "not_ready": 503,
 }
 
@@ -76,6 +79,16 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(RayActorError)
+    async def _replica_gone(_: Request, exc: RayActorError):
+        # A replica died mid-request; Serve replaces it. Tell the client to retry.
+        logger.warning("a replica was unavailable: %s", type(exc).__name__)
+        return error_response(503, "unavailable", "a model replica is restarting; retry shortly", {"Retry-After": "1"})
+
+    @app.exception_handler(BackPressureError)
+    async def _backpressure(_: Request, exc: BackPressureError):
+        return error_response(503, "overloaded", "the service is at capacity; retry shortly", {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception):

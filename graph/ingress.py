@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -204,6 +205,8 @@ class Ingress:
             return await self._analyze(image, embeddings, recognize, deepfake, max_faces, min_score, started)
         except BackPressureError:
             raise ApiError("the service is at capacity; retry shortly", "overloaded") from None
+        except RayActorError:
+            raise ApiError("a model replica is restarting; retry shortly", "unavailable") from None
 
     async def _analyze(self, image, embeddings, recognize, deepfake, max_faces, min_score, started) -> dict:
         if not isinstance(image, (bytes, bytearray, np.ndarray)):

@@ -299,6 +299,22 @@ def rgb_classifier_reference(crops: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-4 * (means[:, 0] - means[:, 2])))
 
 
+def brittle_classifier() -> bytes:
+    """``rgb-classifier``'s I/O, but it fails at run time on any batch of more than one crop.
+
+    For fault tests: a stage that raises inside its batch.
+    """
+    g = _Graph()
+    size = RGB_CLASSIFIER["size"]
+    flat = g.op("Reshape", "pixel_values", g.const([1, 3 * size[0] * size[1]], np.int64))
+    logits = g.op("MatMul", flat, g.const(np.zeros((3 * size[0] * size[1], 2), np.float32)))
+    return g.model(
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, size[1], size[0]])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        {logits: "logits"},
+    )
+
+
 def identity_model() -> bytes:
     """The smallest useful model: y = x + 1 on (N, 4) float32, to prove a provider runs."""
     g = _Graph()
@@ -316,6 +332,7 @@ _FIXTURES = {
     "square-yolov10": lambda: ({"model": square_yolov10()}, {}),
     "pooled-arcface": lambda: ({"model": pooled_arcface()}, {}),
     "rgb-classifier": lambda: ({"model": rgb_classifier()}, {"preprocessing": dict(RGB_CLASSIFIER)}),
+    "brittle-classifier": lambda: ({"model": brittle_classifier()}, {"preprocessing": dict(RGB_CLASSIFIER)}),
 }
 
 

@@ -66,7 +66,8 @@ def serve_app(request):
     config = getattr(request.module, "CONFIG", FIXTURE_CONFIG)
     start_ray()
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    http_options = {"host": "127.0.0.1", "port": port, **getattr(request.module, "HTTP_OPTIONS", {})}
+    serve.start(http_options=http_options, proxy_location="HeadOnly")
     handle = serve.run(build_app(config), name=config.get("name", "facegraph"), route_prefix="/")
     yield f"http://127.0.0.1:{port}", handle
     stop_ray()

@@ -1,0 +1,96 @@
+"""Every Serve config under cluster/ validates against our schema and Serve's own."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from graph.config import DeploymentConfig, FacegraphConfig, load_serve_config
+
+CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
+SERVE_CONFIGS = sorted(p for p in CLUSTER.glob("*.yaml") if "applications" in (yaml.safe_load(p.read_text()) or {}))
+OTHER_FILES = {"ray-cluster.yaml", "kuberay-rayservice.yaml", "grafana-dashboard.json"}
+
+
+def test_there_are_serve_configs():
+    assert {"local.yaml", "gpu.yaml"} <= {p.name for p in SERVE_CONFIGS}
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
+def test_serve_config_validates(path):
+    data = yaml.safe_load(path.read_text())
+    ServeDeploySchema.model_validate(data)
+    config, http = load_serve_config(path)
+    assert http.get("host") == "127.0.0.1" or path.name not in ("local.yaml",)
+    for stage in ("detector", "recognizer", "deepfake"):
+        stage_config = getattr(config, stage)
+        if stage_config is not None:
+            options = stage_config.deployment.serve_options()
+            assert options["max_ongoing_requests"] >= stage_config.deployment.batching.max_batch_size
+
+
+def test_batch_that_can_never_fill_is_refused():
+    with pytest.raises(ValidationError, match="batches could never fill"):
+        DeploymentConfig(max_ongoing_requests=4, batching={"max_batch_size": 8})
+
+
+def test_unknown_keys_and_wrong_roles_are_refused():
+    with pytest.raises(ValidationError, match="extra"):
+        FacegraphConfig.model_validate({"detectr": {}})
+    with pytest.raises(ValidationError, match="unknown detector family 'arcface'"):
+        FacegraphConfig.model_validate({"detector": {"model": {"family": "arcface", "fixture": "pooled-arcface"}}})
+
+
+def test_autoscaling_replaces_a_fixed_replica_count():
+    options = DeploymentConfig(autoscaling_config={"min_replicas": 1, "max_replicas": 4}).serve_options()
+    assert "num_replicas" not in options and options["autoscaling_config"]["max_replicas"] == 4
+
+
+def test_api_keys_from_config_and_environment(monkeypatch):
+    monkeypatch.setenv("FACEGRAPH_API_KEYS", "k2, k3")
+    config = FacegraphConfig.model_validate({"ingress": {"api_keys": ["k1"]}})
+    assert config.api_keys() == ["k1", "k2", "k3"]
+
+
+def test_kuberay_service_carries_the_production_application():
+    manifest = yaml.safe_load((CLUSTER / "kuberay-rayservice.yaml").read_text())
+    assert manifest["kind"] == "RayService"
+    serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_config)
+    production = yaml.safe_load((CLUSTER / "production.yaml").read_text())
+    assert serve_config["applications"] == production["applications"]
+    workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert any(w["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu") for w in workers)
+
+
+def test_production_config_autoscales_every_deployment():
+    config, _ = load_serve_config(CLUSTER / "production.yaml")
+    for stage in (config.detector, config.recognizer, config.ingress):
+        assert stage is not None and stage.deployment.autoscaling_config is not None
+        assert stage.deployment.max_queued_requests > 0
+
+
+def test_ray_cluster_launcher_file_passes_rays_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["resources"]["GPU"] == 0
+    assert any(t["resources"].get("GPU", 0) >= 1 for t in types.values())
+
+
+def test_grafana_dashboard_queries_exported_metrics():
+    import json
+
+    dashboard = json.loads((CLUSTER / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("facegraph_request_latency_ms", "facegraph_stage_latency_ms", "facegraph_batch_size", "facegraph_faces_per_image", "facegraph_errors", "facegraph_provider_fallbacks", "facegraph_model_latency_ms"):
+        assert f"ray_{metric}" in exprs
+
+
+def test_every_file_under_cluster_is_checked():
+    names = {p.name for p in CLUSTER.iterdir() if p.is_file()}
+    assert names == {p.name for p in SERVE_CONFIGS} | OTHER_FILES
