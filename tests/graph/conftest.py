@@ -32,11 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ray(num_cpus: int = 4, num_gpus: int = 1):
+def start_ray(num_cpus: int = 4, num_gpus: int = 1, temp_dir: str | None = None):
     import ray
 
     if not ray.is_initialized():
         ray.init(
+            _temp_dir=temp_dir,
             address="local",
             num_cpus=num_cpus,
             num_gpus=num_gpus,
@@ -57,14 +58,15 @@ def stop_ray():
 
 
 @pytest.fixture(scope="module")
-def serve_app(request):
+def serve_app(request, tmp_path_factory):
     """Deploy ``module.CONFIG`` (or the fixture config); yields (base_url, app handle)."""
     from ray import serve
 
     from graph.app import build_app
 
     config = getattr(request.module, "CONFIG", FIXTURE_CONFIG)
-    start_ray()
+    # A private temp dir per module: its logs are this module's alone (privacy tests read them).
+    start_ray(temp_dir=str(tmp_path_factory.mktemp("ray")))
     port = free_port()
     http_options = {"host": "127.0.0.1", "port": port, **getattr(request.module, "HTTP_OPTIONS", {})}
     serve.start(http_options=http_options, proxy_location="HeadOnly")

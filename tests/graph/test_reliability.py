@@ -187,3 +187,26 @@ def test_killed_replica_is_replaced_and_service_recovers(serve_app):
     assert set(errors_seen) <= {"overloaded", "unavailable"}
     assert max(elapsed for _, _, elapsed in results) < TIMEOUT
     print(f"replica kill: {dict(codes)} {dict(Counter(errors_seen))}, recovered in {recovered:.1f} s")
+
+
+def test_nothing_a_request_sends_reaches_the_logs(serve_app):
+    import ray
+
+    base, _ = serve_app
+    marker = "fgmarker7f3a9c"
+    post(base, marker.encode() * 20, "image/jpeg")
+    post(base, ONE, "image/jpeg", min_score=marker)
+    post(base, ONE, f"image/{marker}")
+    httpx.post(f"{base}/v1/analyze", files={"image": (f"{marker}.jpg", marker.encode(), "image/jpeg")}, timeout=TIMEOUT)
+    httpx.post(f"{base}/v1/analyze", content=ONE, headers={"content-type": "image/jpeg", "x-api-key": marker}, timeout=TIMEOUT)
+    time.sleep(2)  # let log lines flush
+    session = ray._private.worker._global_node.get_session_dir_path()
+    from pathlib import Path
+
+    leaked = []
+    files = [p for p in Path(session).rglob("*") if p.is_file() and p.stat().st_size < 50_000_000]
+    assert any("serve" in str(p) for p in files), "expected Serve's own logs in the session dir"
+    for path in files:
+        if marker.encode() in path.read_bytes():
+            leaked.append(str(path))
+    assert leaked == []
