@@ -19,5 +19,7 @@ serve: install
 	$(VENV)/bin/facegraph serve $(ARGS)
 
 # Tests start Ray: run them in private network and PID namespaces with only loopback.
+# The default model pack is built first (its one download needs the network).
 test: install
+	$(VENV)/bin/facegraph models build
 	unshare -n -p -f --mount-proc sh -c 'ip link set lo up && exec $(PY) -m pytest -q $(PYTEST_ARGS)'

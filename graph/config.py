@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.errors import UnknownFamilyError
 from models.registry import ModelSpec, family_class
 
 ENV_CACHE = "FACEGRAPH_CACHE"
@@ -115,7 +116,10 @@ class FacegraphConfig(_Strict):
         for stage, role in (("detector", "detector"), ("recognizer", "recognizer"), ("deepfake", "classifier")):
             cfg = getattr(self, stage)
             if cfg is not None:
-                family_class(cfg.model.family, role)
+                try:
+                    family_class(cfg.model.family, role)
+                except UnknownFamilyError as exc:
+                    raise ValueError(exc.message) from None
         return self
 
     def cache_dir(self) -> Path:

@@ -23,15 +23,16 @@ ARCFACE_TEMPLATE_112: tuple[tuple[float, float], ...] = (
 class Letterbox:
     """Mapping from original pixels to a padded, uniformly scaled model input."""
 
-    scale: float
+    scale_x: float
+    scale_y: float
     pad_x: float
     pad_y: float
 
     def boxes_to_original(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
         """(N, 4) x1y1x2y2 in model pixels -> original pixels, clipped to the image."""
         out = boxes.astype(np.float32, copy=True)
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale_x
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale_y
         out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
         out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
         return out
@@ -39,8 +40,8 @@ class Letterbox:
     def points_to_original(self, points: np.ndarray) -> np.ndarray:
         """(..., 2) points in model pixels -> original pixels."""
         out = points.astype(np.float32, copy=True)
-        out[..., 0] = (out[..., 0] - self.pad_x) / self.scale
-        out[..., 1] = (out[..., 1] - self.pad_y) / self.scale
+        out[..., 0] = (out[..., 0] - self.pad_x) / self.scale_x
+        out[..., 1] = (out[..., 1] - self.pad_y) / self.scale_y
         return out
 
 
@@ -54,8 +55,8 @@ def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) 
     canvas = np.full((height, width, image.shape[2]), pad_value, dtype=image.dtype)
     pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-    # The effective scale per axis differs from ``scale`` by rounding; use the x one.
-    return canvas, Letterbox(scale=new_w / w, pad_x=float(pad_x), pad_y=float(pad_y))
+    # Rounding makes the effective scale differ per axis (a lot for a 1-pixel-wide image).
+    return canvas, Letterbox(scale_x=new_w / w, scale_y=new_h / h, pad_x=float(pad_x), pad_y=float(pad_y))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -131,11 +132,35 @@ def square_box(bbox, margin: float) -> tuple[float, float, float, float]:
     return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
 
 
+def dlib_chip_matrix(landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
+    """Chip-to-image matrix as dlib's ``get_face_chip_details`` + ``extract_image_chip`` build it.
+
+    dlib fits chip -> image, centres a rectangle of ``size * scale - 1`` pixels on the
+    image of the chip's centre ``size / 2``, and maps the chip's corner pixels onto its
+    corners: a slightly different scale and a half-pixel shift from the plain fit.
+    """
+    fit = estimate_similarity(template, landmarks)
+    linear = fit[:, :2]
+    scale = float(np.sqrt(abs(np.linalg.det(linear))))
+    rotation = linear / scale
+    centre = linear @ np.array([size / 2, size / 2]) + fit[:, 2]
+    k = (size * scale - 1) / (size - 1)
+    matrix = np.zeros((2, 3))
+    matrix[:, :2] = k * rotation
+    matrix[:, 2] = centre - k * rotation @ np.array([(size - 1) / 2, (size - 1) / 2])
+    return matrix
+
+
 def crop_face(image: np.ndarray, face: Face, spec: CropSpec) -> np.ndarray:
     """Cut one face out of an RGB image as ``spec`` says; returns (H, W, 3) uint8."""
     width, height = spec.size
     if spec.kind == "landmarks" and face.landmarks is not None and spec.template is not None:
-        matrix = estimate_similarity(face.landmarks, np.asarray(spec.template))
+        points = list(spec.points) if spec.points is not None else slice(None)
+        landmarks, template = np.asarray(face.landmarks)[points], np.asarray(spec.template)[points]
+        if spec.convention == "dlib":
+            chip_to_image = dlib_chip_matrix(landmarks, template, width)
+            return cv2.warpAffine(image, chip_to_image, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        matrix = estimate_similarity(landmarks, template)
     else:
         x1, y1, x2, y2 = square_box(face.bbox, spec.margin)
         sx, sy = width / max(x2 - x1, 1e-6), height / max(y2 - y1, 1e-6)

@@ -15,36 +15,20 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from models.arcface import ArcFace
 from models.base import Adapter
+from models.dlib_resnet import DlibResNetRecognizer
 from models.errors import ModelLoadError, UnknownFamilyError
 from models.image_classifier import ImageClassifier, locate_hf_model
+from models.mtcnn import MTCNNDetector
 from models.runtime import DevicePolicy, ProviderReport, RuntimeOptions, create_session
 from models.scrfd import Scrfd
 from models.yolov10 import Yolov10
 from models.yolov8_face import Yolov8Face
 
-FAMILIES: dict[str, type[Adapter]] = {cls.family: cls for cls in (Yolov8Face, Yolov10, Scrfd, ArcFace, ImageClassifier)}
+FAMILIES: dict[str, type[Adapter]] = {
+    cls.family: cls for cls in (MTCNNDetector, Yolov8Face, Yolov10, Scrfd, DlibResNetRecognizer, ArcFace, ImageClassifier)
+}
 
 
-def register(cls: type[Adapter]) -> type[Adapter]:
-    """Add a family class to the registry (used by families defined in other modules)."""
-    FAMILIES[cls.family] = cls
-    return cls
-
-
-def _register_pack_families() -> None:
-    # The default pack's families live in their own modules; import them lazily so a
-    # missing optional dependency cannot break the other families.
-    from models.dlib_resnet import DlibResNetRecognizer
-    from models.mtcnn import MTCNNDetector
-
-    register(MTCNNDetector)
-    register(DlibResNetRecognizer)
-
-
-try:
-    _register_pack_families()
-except ImportError:  # pragma: no cover - only while a pack family is absent
-    pass
 
 
 def family_class(name: str, role: str | None = None) -> type[Adapter]:
@@ -78,7 +62,10 @@ class ModelSpec(BaseModel):
         given = [k for k in ("path", "pack", "fixture") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of path, pack, fixture (got {given or 'none'})")
-        family_class(self.family)
+        try:
+            family_class(self.family)
+        except UnknownFamilyError as exc:
+            raise ValueError(exc.message) from None
         return self
 
     @property

@@ -48,6 +48,11 @@ class CropSpec:
     size: tuple[int, int]  # (width, height)
     template: tuple[tuple[float, float], ...] | None = None
     margin: float = 0.0
+    # Which landmarks the similarity fit uses (None: all five).
+    points: tuple[int, ...] | None = None
+    # "pixel": the fitted transform maps pixel centres; "dlib": dlib's face-chip sampling
+    # (chip corners onto the transformed rectangle), which its recognizer was trained with.
+    convention: Literal["pixel", "dlib"] = "pixel"
 
 
 @dataclass(frozen=True)

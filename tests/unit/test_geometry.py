@@ -14,7 +14,7 @@ def test_letterbox_maps_points_back(w, h, tw, th):
     canvas, box = letterbox(image, tw, th)
     assert canvas.shape == (th, tw, 3)
     pts = np.array([[0.0, 0.0], [w, h], [w / 3, h / 2]], np.float32)
-    model_pts = np.stack([pts[:, 0] * box.scale + box.pad_x, pts[:, 1] * box.scale + box.pad_y], axis=1)
+    model_pts = np.stack([pts[:, 0] * box.scale_x + box.pad_x, pts[:, 1] * box.scale_y + box.pad_y], axis=1)
     back = box.points_to_original(model_pts)
     assert np.abs(back - pts).max() <= max(w, h) * 0.01 + 1e-3
     boxes = box.boxes_to_original(np.array([[-50, -50, tw + 50, th + 50]], np.float32), w, h)

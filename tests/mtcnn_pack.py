@@ -1,0 +1,124 @@
+"""MTCNN test helpers: the pinned wheel (downloaded once, checked, converted) and reproducible inputs.
+
+The reference script (``tests/reference/make_mtcnn_reference.py``) and the unit
+tests both build their network inputs with the functions here, so the data file
+keeps only seeds and shapes, not the arrays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.pack.mtcnn_weights import convert_mtcnn
+from models.runtime import RuntimeOptions, create_session
+from tests.pack import source_distribution
+
+REFERENCE_FILE = Path(__file__).parent / "data" / "mtcnn_reference.npz"
+
+# (seed, NCHW shape) of the uniform [-1, 1) inputs each network is compared on.
+RANDOM_INPUTS: dict[str, tuple[tuple[int, tuple[int, ...]], ...]] = {
+    "pnet": ((101, (2, 3, 12, 12)), (102, (3, 3, 47, 61))),
+    "rnet": ((201, (16, 3, 24, 24)),),
+    "onet": ((301, (16, 3, 48, 48)),),
+}
+# The astronaut's face as the package's own pipeline finds it, x1 y1 x2 y2 (the jitter origin below).
+ASTRONAUT_FACE = (182.0, 64.0, 265.0, 171.0)
+# Square boxes around that face, as fractions of its size: (dx, dy, grow); real pixels for R-Net and O-Net.
+CROP_JITTER = ((0.0, 0.0, 1.0), (0.1, -0.05, 1.1), (-0.15, 0.1, 0.9), (0.3, 0.2, 1.3), (0.6, 0.6, 1.0), (-1.2, 0.4, 0.8))
+PNET_ASTRONAUT_SCALE = 0.2
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 NCHW (1, 3, H, W) scaled as MTCNN wants."""
+    return ((image.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+
+
+def random_input(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, shape).astype(np.float32)
+
+
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[:, :, :3])
+
+
+def astronaut_crops(size: int) -> np.ndarray:
+    """(len(CROP_JITTER), 3, size, size) normalised crops around and beside the astronaut's face."""
+    image = astronaut()
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    side = max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    crops = []
+    for dx, dy, grow in CROP_JITTER:
+        s = side * grow
+        left, top = cx + dx * side - s / 2, cy + dy * side - s / 2
+        matrix = np.array([[size / s, 0, -left * size / s], [0, size / s, -top * size / s]])
+        crops.append(cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return np.concatenate([normalise(c) for c in crops])
+
+
+def astronaut_pnet_input() -> np.ndarray:
+    image = astronaut()
+    side = round(image.shape[0] * PNET_ASTRONAUT_SCALE)
+    return normalise(cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA))
+
+
+def lfw_onet_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """O-Net inputs for ``skimage.data.lfw_subset()`` (grey 25x25 -> RGB 48x48) and labels (1 = face)."""
+    from skimage import data
+
+    grey = (data.lfw_subset() * 255.0).round().clip(0, 255).astype(np.uint8)
+    crops = [cv2.resize(g, (48, 48), interpolation=cv2.INTER_LINEAR) for g in grey]
+    batch = np.concatenate([normalise(np.repeat(c[:, :, None], 3, axis=2)) for c in crops])
+    # The first 100 pictures are faces, the last 100 are not (scikit-image's documentation).
+    labels = np.r_[np.ones(100, np.int64), np.zeros(100, np.int64)]
+    return batch, labels
+
+
+def astronaut_variants() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The astronaut moved about: name -> (RGB picture, 2x3 affine map from original to new pixels)."""
+    image = astronaut()
+    height, width = image.shape[:2]
+    out = {"original": (image, np.array([[1.0, 0, 0], [0, 1.0, 0]]))}
+    shift = np.array([[1.0, 0, 61], [0, 1.0, 37]])
+    out["shifted"] = (cv2.warpAffine(image, shift, (width + 90, height + 50), borderValue=(90, 90, 90)), shift)
+    for scale in (0.7, 1.4):
+        size = (round(width * scale), round(height * scale))
+        matrix = np.array([[size[0] / width, 0, 0], [0, size[1] / height, 0]])
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        out[f"scaled_{scale}"] = (cv2.resize(image, size, interpolation=interp), matrix)
+    for angle in (8, -8):
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+        out[f"rotated_{angle:+d}"] = (cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), matrix)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 40])
+    out["jpeg_40"] = (cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    return out
+
+
+def network_inputs() -> dict[str, list[np.ndarray]]:
+    """Every input each network is compared on, in a fixed order."""
+    out = {name: [random_input(seed, shape) for seed, shape in cases] for name, cases in RANDOM_INPUTS.items()}
+    out["pnet"].append(astronaut_pnet_input())
+    out["rnet"].append(astronaut_crops(24))
+    out["onet"].append(astronaut_crops(48))
+    out["onet"].append(lfw_onet_inputs()[0])
+    return out
+
+
+@pytest.fixture(scope="session")
+def mtcnn_models():
+    """The three converted ONNX models (onnx.ModelProto) keyed pnet, rnet, onet."""
+    return convert_mtcnn(source_distribution("mtcnn"))
+
+
+@pytest.fixture(scope="session")
+def mtcnn_sessions(mtcnn_models):
+    return {
+        name: create_session(model.SerializeToString(), RuntimeOptions(device="cpu", cpu_threads=2))[0]
+        for name, model in mtcnn_models.items()
+    }
