@@ -85,6 +85,15 @@ def _models_list(args) -> int:
     return 0
 
 
+def _models_demo_classifier(args) -> int:
+    from models.fixtures import write_hf_classifier
+
+    write_hf_classifier(args.out)
+    print(f"wrote a generated image classifier in the Hugging Face layout to {args.out}")
+    print("it scores 'fake' as sigmoid(4 x (mean red - mean blue)) of the normalised face crop: a demo, not a detector")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegraph", description="Face analysis served as a Ray Serve graph.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -104,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--cache", help="cache directory")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_models_list)
+    demo = models.add_parser("demo-classifier", help="write a generated deepfake classifier (HF layout) to show how to plug one in")
+    demo.add_argument("out", help="folder to write")
+    demo.set_defaults(func=_models_demo_classifier)
 
     from benchmarks.cli import add_bench_parser
 

@@ -351,6 +351,32 @@ def build_fixture(name: str) -> tuple[dict[str, bytes], dict]:
     return dict(files), {k: (dict(v) if isinstance(v, dict) else v) for k, v in resources.items()}
 
 
+def write_hf_classifier(folder, labels: tuple[str, str] = ("real", "fake")) -> None:
+    """Write ``rgb-classifier`` as a Hugging Face export folder (a demo of plugging in a classifier)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    (folder / "onnx").mkdir(parents=True, exist_ok=True)
+    (folder / "onnx" / "model.onnx").write_bytes(rgb_classifier())
+    (folder / "config.json").write_text(json.dumps({"id2label": {str(i): label for i, label in enumerate(labels)}}, indent=1))
+    size = RGB_CLASSIFIER["size"]
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_resize": True,
+                "size": {"height": size[1], "width": size[0]},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": RGB_CLASSIFIER["mean"],
+                "image_std": RGB_CLASSIFIER["std"],
+            },
+            indent=1,
+        )
+    )
+
+
 def fixture_names() -> list[str]:
     return sorted(_FIXTURES)
 

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from models.errors import ModelLoadError
-from models.fixtures import RGB_CLASSIFIER, build_fixture, pooled_arcface_reference, rgb_classifier_reference
+from models.fixtures import RGB_CLASSIFIER, build_fixture, pooled_arcface_reference, rgb_classifier_reference, write_hf_classifier
 from models.geometry import ARCFACE_TEMPLATE_112
 from models.registry import ModelSpec, load_model
 
@@ -47,23 +47,9 @@ def test_classifier_probability_is_the_known_function_of_the_pixels():
 
 
 def write_hf_folder(root, labels, variant_names=("model.onnx",)):
-    files, _ = build_fixture("rgb-classifier")
-    (root / "onnx").mkdir(parents=True)
+    write_hf_classifier(root, tuple(labels))
     for name in variant_names:
-        (root / "onnx" / name).write_bytes(files["model"])
-    (root / "config.json").write_text(json.dumps({"id2label": {str(i): label for i, label in enumerate(labels)}}))
-    (root / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "do_normalize": True,
-                "do_rescale": True,
-                "rescale_factor": 1 / 255,
-                "image_mean": RGB_CLASSIFIER["mean"],
-                "image_std": RGB_CLASSIFIER["std"],
-                "size": {"height": 64, "width": 64},
-            }
-        )
-    )
+        (root / "onnx" / name).write_bytes((root / "onnx" / "model.onnx").read_bytes())
 
 
 def test_hugging_face_folder_layout_and_variants(tmp_path):
