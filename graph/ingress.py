@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -63,6 +64,20 @@ errors.install(app)
 
 MaxFaces = Annotated[int | None, Query(ge=1, le=1000, description="keep at most this many faces, best first")]
 MinScore = Annotated[float | None, Query(ge=0.0, le=1.0, description="drop faces scored below this")]
+
+
+class AnalyzeQuery(BaseModel):
+    """Query options of the analyze routes."""
+
+    embeddings: bool = Field(False, description="include each face's embedding")
+    recognize: bool = Field(True, description="run the recognizer branch")
+    deepfake: bool = Field(True, description="run the deepfake branch")
+    max_faces: int | None = Field(None, ge=1, le=1000, description="keep at most this many faces, best first")
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop faces scored below this")
+
+
+def _content_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
 @app.middleware("http")
@@ -281,7 +296,7 @@ class Ingress:
     # ---- HTTP -------------------------------------------------------------------------------
 
     async def _image_from(self, request: Request) -> bytes:
-        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        ctype = _content_type(request)
         if ctype == "multipart/form-data":
             form = await _form(request, max_files=1)
             upload = form.get("image")
@@ -296,32 +311,13 @@ class Ingress:
         return body
 
     @app.post("/v1/analyze", openapi_extra=_IMAGE_BODY, summary="Detect, embed and classify every face")
-    async def http_analyze(
-        self,
-        request: Request,
-        embeddings: bool = False,
-        recognize: bool = True,
-        deepfake: bool = True,
-        max_faces: MaxFaces = None,
-        min_score: MinScore = None,
-    ):
+    async def http_analyze(self, request: Request, query: Annotated[AnalyzeQuery, Query()]):
         image = await self._image_from(request)
-        return await self.analyze(
-            image, embeddings=embeddings, recognize=recognize, deepfake=deepfake, max_faces=max_faces, min_score=min_score
-        )
+        return await self.analyze(image, **query.model_dump())
 
     @app.post("/v1/analyze/batch", openapi_extra=_BATCH_BODY, summary="Analyze several pictures; one result or error each")
-    async def http_analyze_batch(
-        self,
-        request: Request,
-        embeddings: bool = False,
-        recognize: bool = True,
-        deepfake: bool = True,
-        max_faces: MaxFaces = None,
-        min_score: MinScore = None,
-    ):
-        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if ctype != "multipart/form-data":
+    async def http_analyze_batch(self, request: Request, query: Annotated[AnalyzeQuery, Query()]):
+        if _content_type(request) != "multipart/form-data":
             raise ApiError("send multipart/form-data with repeated 'images' fields", "unsupported_media_type")
         form = await _form(request, max_files=self.max_batch_images + 1)
         uploads = [u for u in form.getlist("images") if not isinstance(u, str)]
@@ -330,8 +326,7 @@ class Ingress:
         if len(uploads) > self.max_batch_images:
             raise ApiError(f"at most {self.max_batch_images} images per batch", "too_many_images")
         datas = [await u.read() for u in uploads]
-        options = dict(embeddings=embeddings, recognize=recognize, deepfake=deepfake, max_faces=max_faces, min_score=min_score)
-        results = await asyncio.gather(*(self.analyze(d, **options) for d in datas), return_exceptions=True)
+        results = await asyncio.gather(*(self.analyze(d, **query.model_dump()) for d in datas), return_exceptions=True)
         out = []
         for result in results:
             if isinstance(result, ApiError):
