@@ -38,3 +38,20 @@ def test_api_keys_guard_everything_but_health(serve_app):
     assert bearer.status_code == 200
     assert httpx.get(f"{base}/health", timeout=60).status_code == 200
     assert httpx.get(f"{base}/ready", timeout=60).status_code == 200
+
+
+def test_batching_comes_from_user_config_through_reconfigure(serve_app):
+    import copy
+
+    from ray import serve
+
+    from graph.app import build_app
+
+    base, _ = serve_app
+    before = httpx.get(f"{base}/v1/models", headers=AUTH, timeout=60).json()["detector"]
+    config = copy.deepcopy(CONFIG)
+    config["detector"]["deployment"]["batching"] = {"max_batch_size": 3, "batch_wait_timeout_s": 0.02}
+    serve.run(build_app(config), name="facegraph", route_prefix="/")
+    after = httpx.get(f"{base}/v1/models", headers=AUTH, timeout=60).json()["detector"]
+    assert before["batching"]["max_batch_size"] == 8
+    assert after["batching"]["max_batch_size"] == 3 and after["batching"]["batch_wait_timeout_s"] == 0.02
