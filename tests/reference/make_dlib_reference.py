@@ -6,14 +6,16 @@ Run from the repository root (takes ~10 minutes the first time: dlib compiles):
 
 It makes a throwaway virtualenv (/tmp/facegraph-dlib-ref) with dlib, numpy and
 scikit-image, re-runs itself there, and writes tests/data/dlib_reference.npz:
-dlib's descriptor for a seeded random chip and for the astronaut's chip (network
+dlib's descriptor for a seeded random chip and for each picture's chip (network
 parity), and dlib's full pipeline (HOG detector, 5-point shape predictor, face
-chip with padding 0.25, no jitter) on skimage's astronaut.
-The 68-point predictor is never used.
+chip with padding 0.25, no jitter) on skimage's astronaut and cameraman (grey
+copied to RGB), with the boxes, the 5 landmarks and get_face_chip_details' chip
+rectangle and angle. The 68-point predictor is never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -63,11 +65,12 @@ def record(sdist_path: str) -> None:
     out: dict = {}
     random_chip = np.random.default_rng(SEED).integers(0, 256, (150, 150, 3), dtype=np.uint8)
     out["random_chip_descriptor"] = np.asarray(facerec.compute_face_descriptor(random_chip), np.float32)
-    # dlib's HOG detector finds no face in skimage's camera picture, so only the astronaut.
-    pictures = {"astronaut": data.astronaut()}
-    for name, image in pictures.items():
+    # (picture, HOG upsampling): the cameraman's face is small; dlib's detector finds it
+    # (score ~0.1) only when the picture is upsampled 3 times.
+    pictures = {"astronaut": (data.astronaut(), 1), "camera": (np.stack([data.camera()] * 3, axis=-1), 3)}
+    for name, (image, upsample) in pictures.items():
         image = np.ascontiguousarray(image)
-        dets = list(detector(image, 1))
+        dets = list(detector(image, upsample))
         if not dets:
             raise SystemExit(f"{name}: dlib found no face")
         # The HOG detector also fires on small patches: the subject's face is the largest box.
@@ -75,6 +78,12 @@ def record(sdist_path: str) -> None:
         out[f"{name}_dlib_detections"] = np.int32(len(dets))
         shape = predictor(image, det)
         chip = np.asarray(dlib.get_face_chip(image, shape, size=150, padding=0.25), np.uint8)
+        details = dlib.get_face_chip_details(shape, size=150, padding=0.25)
+        rect = details.rect
+        # Chip geometry: the image rectangle (left, top, right, bottom) whose rotation by
+        # ``angle`` (radians) about its centre is sampled into the rows x cols chip.
+        out[f"{name}_chip_rect"] = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float64)
+        out[f"{name}_chip_angle"] = np.float64(details.angle)
         out[f"{name}_box"] = np.array([det.left(), det.top(), det.right(), det.bottom()], np.float32)
         out[f"{name}_shape5"] = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
         out[f"{name}_chip"] = chip
@@ -89,7 +98,11 @@ def record(sdist_path: str) -> None:
         "scikit-image": skimage.__version__,
         "random_chip_seed": SEED,
         "random_chip": "np.random.default_rng(seed).integers(0, 256, (150, 150, 3), dtype=np.uint8)",
-        "pipeline": "get_frontal_face_detector (upsample 1, largest box), shape_predictor_5_face_landmarks, compute_face_descriptor(img, shape, num_jitters=0, padding=0.25)",
+        "random_chip_sha256": hashlib.sha256(random_chip.tobytes()).hexdigest(),
+        "pipeline": "get_frontal_face_detector (largest box), shape_predictor_5_face_landmarks, compute_face_descriptor(img, shape, num_jitters=0, padding=0.25)",
+        "upsample": {name: upsample for name, (_, upsample) in pictures.items()},
+        "pictures": "skimage.data.astronaut(); skimage.data.camera() stacked to RGB",
+        "shape5_order": "(x, y) pixels: image-right eye outer corner, its inner corner, image-left eye outer corner, its inner corner, nose base",
     }
     np.savez_compressed(OUT, meta=json.dumps(meta), **out)
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
