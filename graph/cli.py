@@ -94,6 +94,38 @@ def _models_demo_classifier(args) -> int:
     return 0
 
 
+def _models_optimize(args) -> int:
+    from pathlib import Path
+
+    from models.errors import FacegraphError
+    from models.optimize import AccuracyFloorError, format_table, optimize
+
+    started = time.perf_counter()
+    try:
+        result = optimize(
+            args.model,
+            args.to,
+            _cache(args),
+            family=args.family,
+            out=Path(args.out).expanduser() if args.out else None,
+            force=args.force,
+            calibration_limit=args.calibration_batches,
+            progress=True,
+        )
+    except AccuracyFloorError as exc:
+        print(format_table([exc.result.manifest]))
+        print(f"\n{exc.message}", file=sys.stderr)
+        return 1
+    except FacegraphError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    print(format_table([result.manifest]))
+    if result.failures:
+        print("\nkept with --force although: " + "; ".join(result.failures))
+    print(f"\nwrote {', '.join(str(p) for p in result.files.values())} and {result.manifest_path} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegraph", description="Face analysis served as a Ray Serve graph.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -116,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = models.add_parser("demo-classifier", help="write a generated deepfake classifier (HF layout) to show how to plug one in")
     demo.add_argument("out", help="folder to write")
     demo.set_defaults(func=_models_demo_classifier)
+
+    optimize = sub.add_parser("optimize", help="make an fp16 / int8 / q4 / ORT-optimised variant of a model, measured against fp32")
+    optimize.add_argument("model", help="a default pack model (mtcnn, dlib-resnet) or a path to an ONNX file or Hugging Face folder")
+    optimize.add_argument("--to", required=True, choices=["fp16", "int8", "int8-static", "q4", "ort"], help="the variant to make")
+    optimize.add_argument("--family", help="the model's family (needed for a path), e.g. arcface, image-classifier")
+    optimize.add_argument("--out", help="folder for the variant (default: beside its source, where model.variant finds it)")
+    optimize.add_argument("--force", action="store_true", help="keep the variant even when it falls outside its accuracy floor")
+    optimize.add_argument("--cache", help="cache directory (default: $FACEGRAPH_CACHE or ~/.cache/facegraph)")
+    optimize.add_argument("--calibration-batches", type=int, default=128, help="int8-static: at most this many calibration batches per file")
+    optimize.set_defaults(func=_models_optimize)
 
     from benchmarks.cli import add_bench_parser
 

@@ -7,6 +7,7 @@ or Hugging Face folder (``path``), a model of the built default pack
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,8 @@ class LoadedModel:
     files: dict[str, str]
     reports: dict[str, ProviderReport]
     extra: dict[str, Any] = field(default_factory=dict)
+    # How an optimised variant was made and what it costs (``facegraph optimize``'s manifest), else None.
+    accuracy: dict[str, Any] | None = None
 
     @property
     def provider(self) -> str:
@@ -110,6 +113,7 @@ class LoadedModel:
             "fallbacks": [f.__dict__ for r in reports for f in r.fallbacks],
             "gpu_mem_limit_mb": reports[0].gpu_mem_limit_mb,
             "intra_op_threads": reports[0].intra_op_threads,
+            "accuracy": self.accuracy,
             **self.extra,
         }
 
@@ -118,6 +122,20 @@ def pack_file(cache_dir: Path, pack: str, name: str, variant: str) -> Path:
     """Where the default pack keeps one file of one model."""
     suffix = "" if variant in ("fp32", "") else f".{variant}"
     return cache_dir / "pack" / pack / f"{name}{suffix}.onnx"
+
+
+def variant_manifest(model_file: Path) -> Path:
+    """Where ``facegraph optimize`` records a variant's making and measured cost: beside the model's first file."""
+    return model_file.with_name(model_file.name.removesuffix(".onnx") + ".manifest.json")
+
+
+def _variant_accuracy(first: Any) -> dict[str, Any] | None:
+    """The variant, method, floors verdict and accuracy measurements from an optimised model's manifest."""
+    if isinstance(first, bytes) or not variant_manifest(Path(first)).is_file():
+        return None
+    manifest = json.loads(variant_manifest(Path(first)).read_text())
+    keys = ("variant", "method", "within_floors", "forced", "accuracy", "floors")
+    return {k: manifest.get(k) for k in keys} | {"size_ratio": manifest.get("performance", {}).get("size_ratio")}
 
 
 def _locate(cls: type[Adapter], spec: ModelSpec, cache_dir: Path | None) -> tuple[dict[str, Any], dict]:
@@ -169,4 +187,5 @@ def load_model(
     settings = cls.Settings.model_validate(spec.settings)
     adapter = cls(sessions, settings, **resources)
     shown = {name: (f"generated:{spec.fixture}" if isinstance(src, bytes) else str(src)) for name, src in files.items()}
-    return LoadedModel(spec=spec, adapter=adapter, files=shown, reports=reports)
+    accuracy = _variant_accuracy(next(iter(files.values())))
+    return LoadedModel(spec=spec, adapter=adapter, files=shown, reports=reports, accuracy=accuracy)
