@@ -1,8 +1,10 @@
-"""``facegraph bench``: the command-line entry of the benchmarks (filled in by benchmarks/run.py)."""
+"""``facegraph bench``: the command-line entry of the benchmarks (the work is in benchmarks/run.py)."""
 
 from __future__ import annotations
 
 import argparse
+
+from benchmarks.machine import NAMESPACE_HINT
 
 
 def _bench(args) -> int:
@@ -12,9 +14,21 @@ def _bench(args) -> int:
 
 
 def add_bench_parser(sub) -> argparse.ArgumentParser:
-    bench = sub.add_parser("bench", help="measure the graph against in-process ONNX Runtime and a service-per-model chain")
+    bench = sub.add_parser(
+        "bench",
+        help="measure the graph against in-process ONNX Runtime and a service-per-model chain",
+        description=(
+            "Per-model latency and batch curves, the in-process pipeline, a service-per-model chain and the "
+            "graph over HTTP and handles, on the same models and pictures. Writes results.json, report.md and "
+            "PNG plots. It starts Ray and loopback HTTP services, so it refuses to run while a non-loopback "
+            "network interface is up: run it inside a private network namespace, as root."
+        ),
+        epilog=f"example:\n  {NAMESPACE_HINT}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bench.add_argument("--quick", action="store_true", help="a short run (under a minute) for shape and sanity, not timings")
     bench.add_argument("--out", default="bench-out", help="directory for results.json, report.md and plots")
     bench.add_argument("--config", help="a Serve config YAML (default: the built-in default config)")
+    bench.add_argument("--profile", action="store_true", help="py-spy the proxy, ingress and replicas during the 16-client HTTP run")
     bench.set_defaults(func=_bench)
     return bench

@@ -1,0 +1,261 @@
+"""``facegraph bench``: per-model figures, the in-process ceiling, a service-per-model chain and the
+graph over HTTP and handles, on the same models and pictures, in one run.
+
+Writes ``results.json``, ``report.md`` and PNG plots to ``--out``. It starts Ray and plain
+HTTP services, so it refuses to run unless the only network interface up is loopback:
+
+    RAY_USAGE_STATS_ENABLED=0 unshare -n -p -f --mount-proc sh -c \\
+        'ip link set lo up && .venv/bin/facegraph bench --out bench-out'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import machine
+from benchmarks.load import Phase
+from benchmarks.models_bench import FULL, QUICK, Budget, bench_models
+from benchmarks.pictures import picture_mix, style_for, verify
+from benchmarks.stats import ratio
+from graph.config import FacegraphConfig, load_serve_config
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything a run measures."""
+
+    pictures: int
+    levels: tuple[int, ...]
+    phase: Phase
+    models: Budget
+    inprocess_s: float
+
+
+FULL_PLAN = Plan(pictures=16, levels=(1, 4, 16, 64), phase=Phase(warmup_s=3.0, measure_s=12.0), models=FULL, inprocess_s=12.0)
+QUICK_PLAN = Plan(
+    pictures=8,
+    levels=(1, 4, 16),
+    phase=Phase(warmup_s=0.5, measure_s=2.0),
+    models=QUICK,
+    inprocess_s=1.0,
+)
+# The chain ratio is defined at 16 clients.
+CHAIN_LEVEL = 16
+
+
+def load_config(source: Any) -> FacegraphConfig:
+    """A Serve config YAML path, a FacegraphConfig, a dict of its fields, or None (the default config)."""
+    if source is None:
+        return FacegraphConfig()
+    if isinstance(source, FacegraphConfig):
+        return source
+    if isinstance(source, dict):
+        return FacegraphConfig.model_validate(source)
+    return load_serve_config(source)[0]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _best(runs: list[dict]) -> dict | None:
+    return max(runs, key=lambda r: r["throughput_rps"]) if runs else None
+
+
+def _at(runs: list[dict], level: int) -> dict | None:
+    exact = [r for r in runs if r["concurrency"] == level]
+    if exact:
+        return exact[0]
+    return max(runs, key=lambda r: r["concurrency"]) if runs else None
+
+
+def compute_ratios(results: dict) -> dict:
+    """The headline ratios of the issue, with what each was computed from."""
+    graph_http = results["graph"]["http"]
+    graph_handle = results["graph"].get("handle", [])
+    chain = results["service_chain"]["http"]
+    inprocess = results["inprocess"]
+    best_http, best_handle = _best(graph_http), _best(graph_handle)
+    graph_c16, chain_c16 = _at(graph_http, CHAIN_LEVEL), _at(chain, CHAIN_LEVEL)
+    graph_c1 = _at(graph_http, 1)
+    overhead = None
+    if graph_c1 and graph_c1["latency"].get("count"):
+        overhead = round(graph_c1["latency"]["p50_ms"] - inprocess["p50_ms_c1"], 3)
+    return {
+        "graph_vs_inprocess_throughput": ratio(best_http["throughput_rps"] if best_http else None, inprocess["saturation_rps"]),
+        "graph_handle_vs_inprocess_throughput": ratio(best_handle["throughput_rps"] if best_handle else None, inprocess["saturation_rps"]),
+        "graph_vs_service_chain_throughput": ratio(
+            graph_c16["throughput_rps"] if graph_c16 else None, chain_c16["throughput_rps"] if chain_c16 else None
+        ),
+        "overhead_p50_ms_c1": overhead,
+        "batching_gain": {name: m["batching_gain"] for name, m in results["models"].items()},
+        "basis": {
+            "graph_saturation": {"mode": "http", "concurrency": best_http["concurrency"] if best_http else None, "rps": best_http["throughput_rps"] if best_http else None},
+            "inprocess_saturation": {"mode": inprocess["saturation_mode"], "rps": inprocess["saturation_rps"]},
+            "chain_level": chain_c16["concurrency"] if chain_c16 else None,
+            "graph_p50_ms_c1": graph_c1["latency"].get("p50_ms") if graph_c1 else None,
+            "inprocess_p50_ms_c1": inprocess["p50_ms_c1"],
+        },
+    }
+
+
+TARGETS = {"graph_vs_inprocess_throughput": (">=", 0.8), "graph_vs_service_chain_throughput": (">=", 1.5), "overhead_p50_ms_c1": ("<=", 10.0)}
+
+
+def check_targets(ratios: dict) -> dict:
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = ratios.get(key)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[key] = {"target": f"{op} {bound}", "value": value, "met": met}
+    return out
+
+
+def run_bench(config: FacegraphConfig, out_dir: Path, quick: bool, progress: bool = True, profile: bool = False) -> dict:
+    """Every part of the benchmark, in an order that keeps them from sharing the CPU."""
+    from benchmarks.chain import ServiceChain
+    from benchmarks.graph_bench import GraphBench
+    from benchmarks.inprocess import bench_inprocess
+
+    plan = QUICK_PLAN if quick else FULL_PLAN
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = machine.machine_info()
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        phases[name] = round(now - since, 2)
+        return now
+
+    t = time.perf_counter()
+    style = style_for(config.detector.model)
+    pictures = picture_mix(plan.pictures, style)
+    _say(f"[bench] {len(pictures)} pictures ({style}); measuring each model")
+    model_results, loaded = bench_models(config, pictures, plan.models, progress)
+    checks = verify(loaded["detector"].adapter, pictures)
+    crop_specs = {name: m.adapter.crop_spec for name, m in loaded.items() if name != "detector"}
+    del loaded
+    gc.collect()
+    t = lap("models", t)
+
+    _say("[bench] in-process pipeline (the ceiling)")
+    inprocess = bench_inprocess(config, pictures, plan.inprocess_s, progress)
+    gc.collect()
+    t = lap("inprocess", t)
+
+    _say("[bench] service-per-model chain over HTTP")
+    chain_runs: list[dict] = []
+    with ServiceChain(config, crop_specs, out_dir / "logs") as chain:
+        url = chain.start()
+        chain_runs = asyncio.run(_chain_loads(url, pictures, plan, chain.pids(), progress))
+    t = lap("service_chain", t)
+
+    _say("[bench] starting Ray and the graph")
+    graph = GraphBench(config, pictures)
+    graph.start()
+    t = lap("graph_startup", t)
+    try:
+        profile_at = (max(plan.levels) if CHAIN_LEVEL not in plan.levels else CHAIN_LEVEL, out_dir / "profiles") if profile else None
+        graph_runs = asyncio.run(graph.measure(plan.levels, plan.phase, progress=progress, profile=profile_at))
+    finally:
+        graph.stop()
+    lap("graph", t)
+
+    verification = {
+        "style": style,
+        "pictures": len(checks),
+        "count_matches": sum(c.matches for c in checks),
+        "match_rate": round(sum(c.matches for c in checks) / len(checks), 3),
+        "faces_intended": sum(c.intended for c in checks),
+        "faces_recalled": sum(c.recalled for c in checks),
+        "per_picture": [{"name": c.name, "intended": c.intended, "found": c.found, "recalled": c.recalled} for c in checks],
+    }
+    results: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "quick": quick,
+        "machine": info.to_json(),
+        "caption": info.caption(),
+        "config": config.model_dump(mode="json"),
+        "ray": {**graph.resources, "startup_s": graph.startup_s, "replicas": graph_runs.pop("replicas", {})},
+        "plan": {"levels": list(plan.levels), "warmup_s": plan.phase.warmup_s, "measure_s": plan.phase.measure_s, "pictures": plan.pictures},
+        "pictures": {
+            "items": [{"name": p.name, "width": p.width, "height": p.height, "faces": p.faces, "jpeg_bytes": len(p.jpeg)} for p in pictures],
+            "verification": verification,
+        },
+        "models": model_results,
+        "inprocess": inprocess,
+        "service_chain": {"http": chain_runs},
+        "graph": graph_runs,
+    }
+    results["ratios"] = compute_ratios(results)
+    results["targets"] = check_targets(results["ratios"])
+    results["phases_s"] = {**phases, "total": round(time.perf_counter() - started, 2)}
+    if profile:
+        from benchmarks.profiles import summarise
+
+        results["profiles"] = summarise(out_dir / "profiles")
+
+    from benchmarks.plots import write_plots
+    from benchmarks.report import write_report
+
+    results["files"] = {"plots": write_plots(results, out_dir)}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_report(results, out_dir / "report.md")
+    results["files"]["results"] = "results.json"
+    results["files"]["report"] = "report.md"
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+async def _chain_loads(url: str, pictures, plan: Plan, pids: dict[str, int], progress: bool) -> list[dict]:
+    import aiohttp
+
+    from benchmarks import procstat
+    from benchmarks.load import closed_loop, http_sender
+
+    labels = {pid: f"service {role}" for role, pid in pids.items()}
+    labels[os.getpid()] = "client (bench process)"
+    runs = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=300)) as session:
+        send = http_sender(session, url)
+        for picture in pictures[:4]:
+            await send(picture)
+        # The chain ratio needs the chain at CHAIN_LEVEL clients, whatever the plan's levels.
+        for level in sorted(set(plan.levels) | {CHAIN_LEVEL}):
+            before, t0 = procstat.snapshot(), time.perf_counter()
+            run = await closed_loop(send, pictures, level, plan.phase, f"chain c={level}", progress)
+            run["cpu_s_by_role"] = procstat.cpu_by_role(before, procstat.snapshot(), labels)
+            run["cpu_wall_s"] = round(time.perf_counter() - t0, 2)
+            runs.append(run)
+    return runs
+
+
+def main(args) -> int:
+    """Entry of ``facegraph bench`` (``args``: quick, out, config; optional profile)."""
+    try:
+        machine.require_loopback_only()
+    except machine.NetworkNotIsolatedError as exc:
+        _say(f"facegraph bench: {exc}")
+        return 2
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    config = load_config(getattr(args, "config", None))
+    out_dir = Path(getattr(args, "out", None) or "bench-out")
+    results = run_bench(config, out_dir, bool(getattr(args, "quick", False)), progress=True, profile=bool(getattr(args, "profile", False)))
+    ratios = results["ratios"]
+    print(f"facegraph bench: wrote {out_dir / 'results.json'}, {out_dir / 'report.md'} and {len(results['files']['plots'])} plots")
+    for key in ("graph_vs_inprocess_throughput", "graph_vs_service_chain_throughput", "overhead_p50_ms_c1"):
+        target = results["targets"][key]
+        print(f"  {key}: {ratios[key]} (target {target['target']}{', met' if target['met'] else ', not met' if target['met'] is False else ''})")
+    print(f"  batching_gain: {ratios['batching_gain']}")
+    return 0

@@ -1,0 +1,211 @@
+"""Baseline (b): one plain Starlette/uvicorn service per model, chained over HTTP by a gateway.
+
+No Ray and no batching: each model service runs one request per session call in
+Starlette's thread pool; the gateway posts the picture to the detector service, then
+the crops to the recognizer and classifier services concurrently, and answers with the
+graph's JSON shape. Started as loopback subprocesses by :mod:`benchmarks.chain`:
+
+    python -m benchmarks.services ROLE --port PORT --settings JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import time
+from dataclasses import asdict
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+NPZ = "application/x-npz"
+NPY = "application/x-npy"
+
+
+def crop_spec_to_json(spec) -> dict:
+    return asdict(spec)
+
+
+def _crop_spec(data: dict):
+    from models.types import CropSpec
+
+    template = tuple(tuple(p) for p in data["template"]) if data.get("template") else None
+    return CropSpec(kind=data["kind"], size=tuple(data["size"]), template=template, margin=data.get("margin", 0.0))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load(settings: dict):
+    from pathlib import Path
+
+    from models.registry import ModelSpec, load_model
+
+    spec = ModelSpec.model_validate(settings["spec"])
+    return load_model(spec, cpu_threads=int(settings["threads"]), cache_dir=Path(settings["cache"]), role=settings["role"]).adapter
+
+
+async def _health(_: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def detector_app(settings: dict) -> Starlette:
+    """POST /detect: picture bytes in; npz out (boxes, scores, landmarks, crops_<stage>, timings)."""
+    from models.pipeline import DetectRequest, detect_batch
+
+    adapter = _load({**settings, "role": "detector"})
+    crops = {stage: _crop_spec(spec) for stage, spec in settings["crops"].items()}
+    max_pixels = int(settings["max_pixels"])
+
+    def work(body: bytes) -> bytes:
+        (reply,) = detect_batch(adapter, [DetectRequest(image=body, crops=crops)], max_pixels)
+        if reply.error is not None:
+            raise ValueError(reply.error.message)
+        faces = reply.faces
+        landmarks = np.full((len(faces), 5, 2), np.nan, np.float32)
+        for i, face in enumerate(faces):
+            if face.landmarks is not None:
+                landmarks[i] = face.landmarks
+        arrays = {
+            "size": np.array([reply.width, reply.height], np.int64),
+            "boxes": np.array([f.bbox for f in faces], np.float32).reshape(-1, 4),
+            "scores": np.array([f.score for f in faces], np.float32),
+            "landmarks": landmarks,
+            "timings": np.array([reply.decode_ms, reply.detect_ms], np.float64),
+            **{f"crops_{stage}": array for stage, array in reply.crops.items()},
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    async def detect(request: Request) -> Response:
+        body = await request.body()
+        try:
+            return Response(await run_in_threadpool(work, body), media_type=NPZ)
+        except ValueError as exc:
+            return JSONResponse({"error": {"code": "invalid_image", "message": str(exc)}}, status_code=400)
+
+    return Starlette(routes=[Route("/detect", detect, methods=["POST"]), Route("/health", _health)])
+
+
+def branch_app(settings: dict, role: str) -> Starlette:
+    """POST /run: an npy stack of crops in; embeddings (npy) or verdicts (JSON) out."""
+    adapter = _load({**settings, "role": role})
+
+    def embed(crops: np.ndarray) -> Response:
+        return Response(_npy(adapter.embed(list(crops))), media_type=NPY)
+
+    def classify(crops: np.ndarray) -> Response:
+        return JSONResponse([v.to_json() for v in adapter.classify(list(crops))])
+
+    work = embed if role == "recognizer" else classify
+
+    async def run(request: Request) -> Response:
+        crops = np.load(io.BytesIO(await request.body()), allow_pickle=False)
+        return await run_in_threadpool(work, crops)
+
+    async def crop_spec(_: Request) -> Response:
+        return JSONResponse(crop_spec_to_json(adapter.crop_spec))
+
+    return Starlette(routes=[Route("/run", run, methods=["POST"]), Route("/crop_spec", crop_spec), Route("/health", _health)])
+
+
+def gateway_app(settings: dict) -> Starlette:
+    """POST /v1/analyze: picture in, the graph's answer shape out (embeddings left out, as by default)."""
+    import aiohttp
+
+    urls: dict[str, str] = settings["urls"]
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette):
+        state["http"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
+        try:
+            yield
+        finally:
+            await state["http"].close()
+
+    async def post(url: str, data: bytes, ctype: str) -> tuple[bytes, str]:
+        async with state["http"].post(url, data=data, headers={"content-type": ctype}) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{url}: HTTP {resp.status}")
+            return body, resp.headers.get("content-type", "")
+
+    async def analyze(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()
+        try:
+            raw, ctype = await post(urls["detector"] + "/detect", body, "image/jpeg")
+        except RuntimeError as exc:
+            return JSONResponse({"error": {"code": "detector_failed", "message": str(exc)}}, status_code=400)
+        detected = time.perf_counter()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        decode_ms, detect_ms = (float(v) for v in arrays["timings"])
+        timings = {"decode": round(decode_ms, 2), "detect": round(detect_ms, 2)}
+        results: dict[str, object] = {}
+
+        async def branch(stage: str) -> None:
+            t0 = time.perf_counter()
+            raw, _ = await post(urls[stage] + "/run", _npy(arrays[f"crops_{stage}"]), NPY)
+            results[stage] = json.loads(raw) if stage == "deepfake" else np.load(io.BytesIO(raw), allow_pickle=False)
+            timings[stage] = round((time.perf_counter() - t0) * 1000, 2)
+
+        count = len(arrays["scores"])
+        if count:
+            await asyncio.gather(*(branch(stage) for stage in urls if stage != "detector"))
+        faces = []
+        for i in range(count):
+            landmarks = arrays["landmarks"][i]
+            faces.append(
+                {
+                    "bbox": [round(float(v), 2) for v in arrays["boxes"][i]],
+                    "score": round(float(arrays["scores"][i]), 5),
+                    "landmarks": None if np.isnan(landmarks).any() else [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks],
+                    "deepfake": results["deepfake"][i] if "deepfake" in results else None,
+                }
+            )
+        timings["branches"] = round((time.perf_counter() - detected) * 1000, 2)
+        timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+        width, height = (int(v) for v in arrays["size"])
+        return JSONResponse({"width": width, "height": height, "faces": faces, "timings_ms": timings})
+
+    return Starlette(
+        routes=[Route("/v1/analyze", analyze, methods=["POST"]), Route("/health", _health)],
+        lifespan=lifespan,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="one service of the benchmark's service-per-model chain (loopback only)")
+    parser.add_argument("role", choices=["detector", "recognizer", "deepfake", "gateway"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--settings", required=True, help="JSON: spec, cache, threads, crops, max_pixels or urls")
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings)
+    if args.role == "detector":
+        app = detector_app(settings)
+    elif args.role == "gateway":
+        app = gateway_app(settings)
+    else:
+        app = branch_app(settings, "recognizer" if args.role == "recognizer" else "classifier")
+    # Always loopback: these services are a benchmark baseline, never a way in.
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
