@@ -1,0 +1,104 @@
+"""A bounded soak: steady load on the graph for a chosen time, with every replica's memory at start and end.
+
+Run it inside a private network namespace with only loopback (it refuses otherwise):
+
+    RAY_USAGE_STATS_ENABLED=0 unshare -n -p -f --mount-proc sh -c \\
+        'ip link set lo up && .venv/bin/python -m benchmarks.soak --seconds 600 --out soak-out'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.graph_bench import GraphBench
+from benchmarks.load import Phase, closed_loop, http_sender
+from benchmarks.machine import machine_info, require_loopback_only
+from benchmarks.pictures import picture_mix
+from graph.config import FacegraphConfig, load_serve_config
+
+_SERVE_PROCESS = re.compile(r"ray::(ServeReplica:[^:\s]*:\w+|ProxyActor|ServeController)")
+
+
+def serve_memory() -> dict[str, float]:
+    """Resident MiB of every Serve process here, keyed ``name[pid]`` (replicas, proxy, controller)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            match = _SERVE_PROCESS.search(cmdline)
+            if not match:
+                continue
+            rss_kb = next(int(line.split()[1]) for line in (entry / "status").read_text().splitlines() if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+        out[f"{match.group(1)}[{entry.name}]"] = round(rss_kb / 1024, 1)
+    return dict(sorted(out.items()))
+
+
+async def _load(bench: GraphBench, seconds: float, concurrency: int, progress: bool) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        send = http_sender(session, bench.base_url + "/v1/analyze")
+        for picture in bench.pictures[:4]:  # warm the replicas before the first reading
+            await send(picture)
+        start = serve_memory()
+        run = await closed_loop(send, bench.pictures, concurrency, Phase(0.0, seconds), f"soak c={concurrency}", progress)
+    end = serve_memory()
+    return {"run": run, "memory_start_mb": start, "memory_end_mb": end}
+
+
+def soak(config: FacegraphConfig, seconds: float, concurrency: int, progress: bool = True) -> dict:
+    require_loopback_only()
+    bench = GraphBench(config, picture_mix(16))
+    bench.start()
+    try:
+        result = asyncio.run(_load(bench, seconds, concurrency, progress))
+    finally:
+        bench.stop()
+    growth = {
+        name: round(result["memory_end_mb"][name] - mb, 1) for name, mb in result["memory_start_mb"].items() if name in result["memory_end_mb"]
+    }
+    restarted = sorted(set(result["memory_start_mb"]) ^ set(result["memory_end_mb"]))
+    return {
+        "machine": machine_info().to_json(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": seconds,
+        "concurrency": concurrency,
+        **result,
+        "memory_growth_mb": growth,
+        "processes_replaced": restarted,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=600.0, help="how long to keep the load on")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--config", help="a Serve config YAML (default: the built-in default)")
+    parser.add_argument("--out", default="soak-out", help="directory for soak.json")
+    args = parser.parse_args(argv)
+    config = load_serve_config(args.config)[0] if args.config else FacegraphConfig()
+    report = soak(config, args.seconds, args.concurrency)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(report, indent=2))
+    run = report["run"]
+    print(f"{run['requests']} answers in {args.seconds:.0f} s ({run['throughput_rps']} /s), errors {run['errors'] or 'none'}")
+    for name, start in report["memory_start_mb"].items():
+        end = report["memory_end_mb"].get(name)
+        print(f"  {name:48s} {start:8.1f} MiB -> {end if end is not None else 'gone':>8} MiB")
+    print(f"report: {out / 'soak.json'}")
+    return 0 if not run["errors"] and not report["processes_replaced"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""The soak script in a short mode: it runs, answers, and reports every replica's memory."""
+
+from benchmarks.soak import soak
+from graph.config import FacegraphConfig
+from tests.graph.conftest import FIXTURE_CONFIG
+
+
+def test_short_soak_reports_memory_of_every_replica():
+    report = soak(FacegraphConfig.model_validate(FIXTURE_CONFIG), seconds=8, concurrency=4, progress=False)
+    run = report["run"]
+    assert run["requests"] > 0 and run["errors"] == {}
+    names = " ".join(report["memory_start_mb"])
+    for deployment in ("Detector", "Recognizer", "DeepfakeClassifier", "Ingress", "ProxyActor"):
+        assert deployment in names
+    assert all(mb > 10 for mb in report["memory_end_mb"].values())
+    assert report["processes_replaced"] == []
+    assert set(report["memory_growth_mb"]) == set(report["memory_start_mb"])
