@@ -57,6 +57,8 @@ class ModelReplica:
         )
         self.adapter = self.loaded.adapter
         self.gpu_fraction = gpu_fraction
+        self.warmup_ms: float | None = None
+        self.warmup_error: str | None = None
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self.items = 0
         tags = {"stage": self.stage}
@@ -81,12 +83,34 @@ class ModelReplica:
         raise NotImplementedError
 
     def reconfigure(self, user_config: dict) -> None:
-        """Change batching at run time (Serve calls this on ``user_config`` updates)."""
+        """Change batching at run time (Serve calls this on ``user_config`` updates, and at start)."""
         method = self.batch_method()
+        before = method._get_max_batch_size()
         if "max_batch_size" in user_config:
             method.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
             method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        if self.warmup_ms is None or method._get_max_batch_size() != before:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run the model at batch 1 and at the largest batch before serving.
+
+        TensorRT builds (or loads from ``trt_cache_dir``) its engine and CUDA grows its arena and
+        picks convolution algorithms on the first call of a shape: done here, the first user
+        request does not pay for it. Serve runs this before the replica takes traffic.
+        """
+        started = time.perf_counter()
+        self.warmup_error = None
+        for size in sorted({1, self.batch_method()._get_max_batch_size()}):
+            try:
+                self.warm(size)
+            except Exception as exc:  # serving goes on: a failing batch becomes its requests' errors
+                self.warmup_error = f"batch of {size}: {type(exc).__name__}"
+                logger.warning("%s replica failed to warm up at a %s", self.stage, self.warmup_error)
+                break
+        self.warmup_ms = round((time.perf_counter() - started) * 1000, 1)
+        logger.info("%s replica warmed up on %s in %.0f ms", self.stage, self.loaded.provider, self.warmup_ms)
 
     def record(self, size: int, started: float) -> None:
         self.batch_sizes[size] += 1
@@ -101,6 +125,9 @@ class ModelReplica:
     def probe(self) -> None:
         raise NotImplementedError
 
+    def warm(self, batch_size: int) -> None:
+        raise NotImplementedError
+
     def describe(self) -> dict:
         method = self.batch_method()
         batches = sum(self.batch_sizes.values())
@@ -111,6 +138,8 @@ class ModelReplica:
             "node_id": ray.get_runtime_context().get_node_id(),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "rss_mb": rss_mb(),
+            "warmup_ms": self.warmup_ms,
+            "warmup_error": self.warmup_error,
             "batching": {
                 "max_batch_size": method._get_max_batch_size(),
                 "batch_wait_timeout_s": method._get_batch_wait_timeout_s(),

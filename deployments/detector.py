@@ -34,3 +34,7 @@ class Detector(ModelReplica):
 
     def probe(self) -> None:
         self.adapter.detect([np.zeros((64, 64, 3), np.uint8)])
+
+    def warm(self, batch_size: int) -> None:
+        # A VGA frame: the shapes a typical picture's pyramid levels take.
+        self.adapter.detect([np.zeros((480, 640, 3), np.uint8)] * batch_size)

@@ -30,3 +30,5 @@ def test_astronaut(serve_app):
     models = httpx.get(f"{base}/v1/models", timeout=60).json()
     assert models["deepfake"] == {"configured": False}
     assert set(models["detector"]["files"]) == {"pnet", "rnet", "onet"}
+    # Warmed at batch 1 and at the largest batch before taking traffic.
+    assert models["detector"]["warmup_ms"] > 0 and models["recognizer"]["warmup_error"] is None
