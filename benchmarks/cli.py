@@ -31,4 +31,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     bench.add_argument("--config", help="a Serve config YAML (default: the built-in default config)")
     bench.add_argument("--profile", action="store_true", help="py-spy the proxy, ingress and replicas during the 16-client HTTP run")
     bench.set_defaults(func=_bench)
+    from benchmarks.gallery_bench import add_parser as add_gallery_parser
+
+    add_gallery_parser(sub)
     return bench

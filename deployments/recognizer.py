@@ -9,6 +9,7 @@ import numpy as np
 from ray import serve
 
 from deployments.base import ModelReplica
+from models.gallery import EmbeddingSpace
 from models.pipeline import embed_batch
 
 
@@ -24,7 +25,15 @@ class Recognizer(ModelReplica):
         return self.adapter.crop_spec
 
     def info(self) -> dict:
-        return {"metric": self.adapter.metric, "match_threshold": self.adapter.match_threshold, "dimension": self.adapter.dimension}
+        """The embedding space this replica produces, and how its embeddings are compared."""
+        space = EmbeddingSpace(
+            family=self.loaded.spec.family,
+            digest=self.loaded.digest,
+            variant=self.loaded.spec.variant,
+            dimension=self.adapter.dimension,
+            metric=self.adapter.metric,
+        )
+        return {"space": space, "match_threshold": self.adapter.match_threshold}
 
     # A batch is capped by faces, not requests: one request may carry many faces.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda groups: sum(len(g) for g in groups))

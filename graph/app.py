@@ -6,11 +6,18 @@ from ray.serve import Application
 
 from deployments.deepfake import DeepfakeClassifier
 from deployments.detector import Detector
+from deployments.gallery import Gallery
 from deployments.recognizer import Recognizer
 from graph.config import FacegraphConfig, StageConfig
 from graph.ingress import Ingress
 
-DEPLOYMENT_NAMES = {"detector": "Detector", "recognizer": "Recognizer", "deepfake": "DeepfakeClassifier", "ingress": "Ingress"}
+DEPLOYMENT_NAMES = {
+    "detector": "Detector",
+    "recognizer": "Recognizer",
+    "deepfake": "DeepfakeClassifier",
+    "gallery": "Gallery",
+    "ingress": "Ingress",
+}
 
 
 def _user_config(stage: StageConfig) -> dict:
@@ -18,7 +25,7 @@ def _user_config(stage: StageConfig) -> dict:
 
 
 def build_app(args: dict | FacegraphConfig) -> Application:
-    """Compose Ingress(Detector, Recognizer?, DeepfakeClassifier?) from one config."""
+    """Compose Ingress(Detector, Recognizer?, DeepfakeClassifier?, Gallery?) from one config."""
     config = args if isinstance(args, FacegraphConfig) else FacegraphConfig.model_validate(args or {})
     cache = str(config.cache_dir())
     detector = Detector.options(
@@ -34,12 +41,20 @@ def build_app(args: dict | FacegraphConfig) -> Application:
                 stage_config.model.model_dump(), cache
             )
         )
+    database = config.gallery_database()
+    gallery = None
+    if database is not None:
+        gallery_deployment = config.gallery.deployment
+        gallery = Gallery.options(
+            name=DEPLOYMENT_NAMES["gallery"], **gallery_deployment.serve_options(gallery_deployment.batching.model_dump())
+        ).bind(str(database.resolve()))
     settings = {
         "app_name": config.name,
         "max_body_bytes": config.ingress.max_body_bytes,
         "max_batch_images": config.ingress.max_batch_images,
         "api_keys": config.api_keys(),
         "deployments": DEPLOYMENT_NAMES,
+        "gallery": None if gallery is None else config.gallery.model_dump(include={"top_k", "threshold", "max_metadata_bytes"}),
         "chunk_sizes": {
             stage: getattr(config, stage).deployment.batching.max_batch_size if getattr(config, stage) else 1
             for stage in ("recognizer", "deepfake")
@@ -47,5 +62,5 @@ def build_app(args: dict | FacegraphConfig) -> Application:
     }
     ingress_options = config.ingress.deployment.serve_options()
     return Ingress.options(name=DEPLOYMENT_NAMES["ingress"], **ingress_options).bind(
-        detector, branches["recognizer"], branches["deepfake"], settings
+        detector, branches["recognizer"], branches["deepfake"], settings, gallery
     )

@@ -17,6 +17,7 @@ from models.registry import ModelSpec, family_class
 
 ENV_CACHE = "FACEGRAPH_CACHE"
 ENV_API_KEYS = "FACEGRAPH_API_KEYS"
+ENV_DATA = "FACEGRAPH_DATA"
 
 
 def default_cache_dir() -> Path:
@@ -24,6 +25,14 @@ def default_cache_dir() -> Path:
     if os.environ.get(ENV_CACHE):
         return Path(os.environ[ENV_CACHE]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "facegraph"
+
+
+def default_data_dir() -> Path:
+    """Persistent data (the gallery): ``$FACEGRAPH_DATA``, else ``$XDG_DATA_HOME/facegraph``, else ``~/.local/share/facegraph``."""
+    if os.environ.get(ENV_DATA):
+        return Path(os.environ[ENV_DATA]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
     return Path(base).expanduser() / "facegraph"
 
 
@@ -45,6 +54,8 @@ class DeploymentConfig(_Strict):
     autoscaling_config: dict[str, Any] | None = None
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    # Custom Ray resources, e.g. {facegraph_gallery: 1} to pin the gallery to the node with its disk.
+    resources: dict[str, float] = {}
     # Default: twice the batch size, so a batch can fill while another runs.
     max_ongoing_requests: int | None = Field(None, ge=1)
     # Beyond this many queued requests per handle, callers get back-pressure (HTTP 503).
@@ -68,7 +79,7 @@ class DeploymentConfig(_Strict):
     def serve_options(self, user_config: dict | None = None) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``."""
         options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, **({"resources": dict(self.resources)} if self.resources else {})},
             "max_ongoing_requests": self.max_ongoing_requests or max(2 * self.batching.max_batch_size, 8),
             "max_queued_requests": self.max_queued_requests,
             "health_check_period_s": self.health_check_period_s,
@@ -100,6 +111,19 @@ class IngressConfig(_Strict):
     api_keys: list[str] = []
 
 
+class GalleryConfig(_Strict):
+    """Subjects and their embeddings (SQLite) and the deployment that searches them."""
+
+    # SQLite file; default ``<data dir>/gallery.sqlite3``. Every gallery replica must see the same
+    # local file, so keep one replica per node holding it (see the README on scaling the gallery).
+    database: str | None = None
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.25, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.002))
+    top_k: int = Field(5, ge=1, le=100)
+    # Match threshold; None takes the recognizer's own (dlib ResNet: L2 distance 0.6).
+    threshold: float | None = None
+    max_metadata_bytes: int = Field(16384, ge=0)
+
+
 class FacegraphConfig(_Strict):
     """Everything the app builder needs: models, deployments, HTTP limits."""
 
@@ -109,6 +133,8 @@ class FacegraphConfig(_Strict):
     detector: StageConfig = Field(default_factory=lambda: StageConfig(model=ModelSpec(family="mtcnn", pack="mtcnn")))
     recognizer: StageConfig | None = Field(default_factory=lambda: StageConfig(model=ModelSpec(family="dlib-resnet", pack="dlib-resnet")))
     deepfake: StageConfig | None = None
+    # Identities: enroll, identify, verify. Needs the recognizer.
+    gallery: GalleryConfig | None = GalleryConfig()
     ingress: IngressConfig = IngressConfig()
 
     @model_validator(mode="after")
@@ -121,6 +147,11 @@ class FacegraphConfig(_Strict):
                 except UnknownFamilyError as exc:
                     raise ValueError(exc.message) from None
         return self
+
+    def gallery_database(self) -> Path | None:
+        if self.gallery is None or self.recognizer is None:
+            return None
+        return Path(self.gallery.database).expanduser() if self.gallery.database else default_data_dir() / "gallery.sqlite3"
 
     def cache_dir(self) -> Path:
         return Path(self.model_cache).expanduser() if self.model_cache else default_cache_dir()

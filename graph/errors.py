@@ -25,6 +25,7 @@ STATUS_BY_CODE = {
     "unauthorized": 401,
     "not_found": 404,
     "not_configured": 409,
+    "embedding_space_mismatch": 409,
     "overloaded": 503,
     "unavailable": 503,
     "not_ready": 503,

@@ -2,23 +2,28 @@
 
 
 import asyncio
+import contextlib
 import hmac
+import json
 import logging
 import time
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.gallery import SearchRequest
 from graph import errors
 from graph.errors import ApiError
 from graph.metrics import ingress_metrics
+from models.errors import FacegraphError
+from models.gallery import Match, compare, is_match
 from models.gpu import list_gpus
 from models.pipeline import DetectReply, DetectRequest
 
@@ -52,6 +57,25 @@ _BATCH_BODY = {
     }
 }
 
+_VERIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "image_a": {"type": "string", "format": "binary"},
+                        "image_b": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+    }
+}
+
 app = FastAPI(
     title="facegraph",
     version="1",
@@ -74,6 +98,34 @@ class AnalyzeQuery(BaseModel):
     deepfake: bool = Field(True, description="run the deepfake branch")
     max_faces: int | None = Field(None, ge=1, le=1000, description="keep at most this many faces, best first")
     min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop faces scored below this")
+    identify: bool = Field(False, description="add each face's best match in the gallery")
+
+
+class SubjectCreate(BaseModel):
+    """A new subject: a display name and optional metadata (a JSON object)."""
+
+    name: str = Field(..., min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class FaceChoice(BaseModel):
+    """Which face of a picture to use when it holds several (index in detection order, best first)."""
+
+    face_index: int | None = Field(None, ge=0, le=999, description="use this face when the picture holds several")
+    max_faces: int | None = Field(None, ge=1, le=1000, description="keep at most this many faces, best first")
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop faces scored below this")
+
+
+class IdentifyQuery(BaseModel):
+    top_k: int | None = Field(None, ge=1, le=100, description="subjects per face (default from config)")
+    max_faces: int | None = Field(None, ge=1, le=1000, description="keep at most this many faces, best first")
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop faces scored below this")
+
+
+class VerifyQuery(BaseModel):
+    subject_id: str | None = Field(None, min_length=1, max_length=64, description="compare the picture with this subject")
+    face_a: int | None = Field(None, ge=0, le=999, description="face of the first picture when it holds several")
+    face_b: int | None = Field(None, ge=0, le=999, description="face of the second picture when it holds several")
 
 
 def _content_type(request: Request) -> str:
@@ -134,14 +186,52 @@ def _replica_counts(app_name: str) -> dict[str, dict]:
     return {name: {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()} for name, d in application.deployments.items()}
 
 
+@contextlib.contextmanager
+def _service_errors():
+    """Turn the failures of downstream deployments into API errors with their statuses."""
+    try:
+        yield
+    except BackPressureError:
+        raise ApiError("the service is at capacity; retry shortly", "overloaded") from None
+    except RayActorError:
+        raise ApiError("a model replica is restarting; retry shortly", "unavailable") from None
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, FacegraphError):  # a refusal from a deployment (unknown subject...)
+            raise ApiError(cause.message, cause.code) from None
+        raise
+
+
+def _one_face(faces: tuple, index: int | None, which: str = "the picture") -> int:
+    """The face to use: the only one, or the one named by ``index``; refuses otherwise."""
+    if index is not None:
+        if index >= len(faces):
+            raise ApiError(f"{which} has {len(faces)} face(s); face index {index} does not exist", "face_not_found", 422)
+        return index
+    if not faces:
+        raise ApiError(f"no face was found in {which}", "no_face", 422)
+    if len(faces) > 1:
+        raise ApiError(f"{which} holds {len(faces)} faces; say which with a face index (0 is the best scored)", "several_faces", 422)
+    return 0
+
+
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
     """Awaits the detector, then runs the recognizer and deepfake branches concurrently."""
 
-    def __init__(self, detector: DeploymentHandle, recognizer: DeploymentHandle | None, deepfake: DeploymentHandle | None, settings: dict):
-        self.detector, self.recognizer, self.deepfake = detector, recognizer, deepfake
+    def __init__(
+        self,
+        detector: DeploymentHandle,
+        recognizer: DeploymentHandle | None,
+        deepfake: DeploymentHandle | None,
+        settings: dict,
+        gallery: DeploymentHandle | None = None,
+    ):
+        self.detector, self.recognizer, self.deepfake, self.gallery = detector, recognizer, deepfake, gallery
         self.settings = settings
+        self.gallery_settings: dict | None = settings.get("gallery")
+        self._space_info: dict | None = None
         self.max_body_bytes = int(settings["max_body_bytes"])
         self.max_batch_images = int(settings["max_batch_images"])
         self.api_keys: list[str] = list(settings.get("api_keys") or [])
@@ -203,6 +293,7 @@ class Ingress:
         deepfake: bool = True,
         max_faces: int | None = None,
         min_score: float | None = None,
+        identify: bool = False,
     ) -> dict:
         """Detect faces, then embed and classify them concurrently.
 
@@ -211,22 +302,21 @@ class Ingress:
             embeddings: include each face's embedding.
             recognize, deepfake: run these branches (when configured).
             max_faces, min_score: keep the best faces only.
+            identify: add each face's best gallery match as ``identity``.
 
         Returns:
             The same structure as ``POST /v1/analyze``. Raises ApiError for bad input.
         """
         started = time.perf_counter()
-        try:
-            return await self._analyze(image, embeddings, recognize, deepfake, max_faces, min_score, started)
-        except BackPressureError:
-            raise ApiError("the service is at capacity; retry shortly", "overloaded") from None
-        except RayActorError:
-            raise ApiError("a model replica is restarting; retry shortly", "unavailable") from None
+        with _service_errors():
+            if identify:
+                self._need_gallery()
+            return await self._analyze(image, embeddings, recognize, deepfake, max_faces, min_score, identify, started)
 
-    async def _analyze(self, image, embeddings, recognize, deepfake, max_faces, min_score, started) -> dict:
+    async def _analyze(self, image, embeddings, recognize, deepfake, max_faces, min_score, identify, started) -> dict:
         if not isinstance(image, (bytes, bytearray, np.ndarray)):
             raise ApiError("image must be bytes or an RGB uint8 array", "invalid_image")
-        run_rec = (recognize or embeddings) and self.recognizer is not None
+        run_rec = (recognize or embeddings or identify) and self.recognizer is not None
         run_df = deepfake and self.deepfake is not None
         stages = tuple(s for s, on in (("recognizer", run_rec), ("deepfake", run_df)) if on)
         reply = await self._detect(bytes(image) if isinstance(image, bytearray) else image, stages, max_faces, min_score)
@@ -251,6 +341,11 @@ class Ingress:
         if reply.faces and run_df:
             jobs.append(branch("deepfake", self.deepfake, "classify"))
         await asyncio.gather(*jobs)
+        identities = None
+        if identify and reply.faces and not isinstance(branch_results.get("recognizer"), Exception):
+            t0 = time.perf_counter()
+            identities = await self._search(np.asarray(branch_results["recognizer"]), top_k=1)
+            timings["identify"] = round((time.perf_counter() - t0) * 1000, 2)
         faces = []
         for i, face in enumerate(reply.faces):
             item = face.to_json()
@@ -262,6 +357,9 @@ class Ingress:
                 item["deepfake"] = {"error": f"deepfake classifier failed ({type(verdicts).__name__})"}
             else:
                 item["deepfake"] = verdicts[i].to_json() if verdicts is not None else None
+            if identify:
+                best = identities[i] if identities is not None else []
+                item["identity"] = best[0].to_json() if best and best[0].match else None
             faces.append(item)
         timings["branches"] = round((time.perf_counter() - detected) * 1000, 2)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
@@ -292,6 +390,138 @@ class Ingress:
         for stage in ("recognizer", "deepfake"):
             out.setdefault(stage, {"configured": False})
         return out
+
+    # ---- identities: the handle API -----------------------------------------------------------
+
+    def _need_gallery(self) -> None:
+        if self.gallery is None or self.recognizer is None:
+            raise ApiError("no gallery is configured (it needs a recognizer)", "not_configured")
+
+    async def _space(self) -> dict:
+        """The recognizer's embedding space, metric and the threshold that decides a match."""
+        if self._space_info is None:
+            info = await self.recognizer.info.remote()
+            threshold = self.gallery_settings.get("threshold")
+            self._space_info = {"space": info["space"], "threshold": info["match_threshold"] if threshold is None else float(threshold)}
+        return self._space_info
+
+    async def _search(self, embeddings: np.ndarray, top_k: int | None = None) -> list[list[Match]]:
+        info = await self._space()
+        space = info["space"]
+        request = SearchRequest(embeddings, space.key, space.metric, top_k or int(self.gallery_settings["top_k"]), info["threshold"])
+        return await self.gallery.search.remote(request)
+
+    async def _embedded_faces(self, image, max_faces=None, min_score=None) -> tuple[DetectReply, np.ndarray]:
+        """Detect, then embed every face kept: (reply, (F, D) embeddings)."""
+        if not isinstance(image, (bytes, bytearray, np.ndarray)):
+            raise ApiError("image must be bytes or an RGB uint8 array", "invalid_image")
+        reply = await self._detect(bytes(image) if isinstance(image, bytearray) else image, ("recognizer",), max_faces, min_score)
+        if not reply.faces:
+            return reply, np.zeros((0, 0), np.float32)
+        return reply, np.asarray(await self._in_chunks(self.recognizer, "embed", reply.crops["recognizer"], "recognizer"), np.float32)
+
+    def _decision(self, info: dict) -> dict:
+        return {"metric": info["space"].metric, "threshold": info["threshold"], "embedding_space": info["space"].key}
+
+    async def create_subject(self, name: str, metadata: dict | None = None) -> dict:
+        """A new subject with no faces yet."""
+        self._need_gallery()
+        body = SubjectCreate(name=name, metadata=metadata or {})
+        size = len(json.dumps(body.metadata, separators=(",", ":")))
+        if size > int(self.gallery_settings["max_metadata_bytes"]):
+            raise ApiError(f"metadata is {size} bytes; the limit is {self.gallery_settings['max_metadata_bytes']}", "metadata_too_large", 413)
+        with _service_errors():
+            return await self.gallery.create_subject.remote(body.name, body.metadata)
+
+    async def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
+        self._need_gallery()
+        with _service_errors():
+            return await self.gallery.list_subjects.remote(limit, offset)
+
+    async def get_subject(self, subject_id: str) -> dict:
+        self._need_gallery()
+        with _service_errors():
+            return await self.gallery.get_subject.remote(subject_id)
+
+    async def delete_subject(self, subject_id: str) -> dict:
+        """Erase a subject and all its embeddings for good."""
+        self._need_gallery()
+        with _service_errors():
+            erased = await self.gallery.delete_subject.remote(subject_id)
+        return {"id": subject_id, "deleted": True, "faces_erased": erased}
+
+    async def enroll(self, subject_id: str, image, face_index: int | None = None, max_faces=None, min_score=None) -> dict:
+        """Add one face of a picture to a subject; refuses no face, or several without ``face_index``."""
+        self._need_gallery()
+        with _service_errors():
+            await self.gallery.get_subject.remote(subject_id)  # refuse before spending a detection
+            reply, embeddings = await self._embedded_faces(image, max_faces, min_score)
+            chosen = _one_face(reply.faces, face_index)
+            info = await self._space()
+            face_id = await self.gallery.add_face.remote(subject_id, embeddings[chosen], info["space"].key)
+        return {"subject_id": subject_id, "face_id": face_id, "face": reply.faces[chosen].to_json(), "embedding_space": info["space"].key}
+
+    async def identify(self, image, top_k: int | None = None, max_faces=None, min_score=None) -> dict:
+        """Every face of a picture with its top-k subjects, closest first, and a match decision."""
+        self._need_gallery()
+        with _service_errors():
+            started = time.perf_counter()
+            reply, embeddings = await self._embedded_faces(image, max_faces, min_score)
+            found = await self._search(embeddings, top_k) if len(reply.faces) else []
+            info = await self._space()
+        faces = []
+        for face, matches in zip(reply.faces, found):
+            best = next((m for m in matches if m.match), None)
+            faces.append({**face.to_json(), "matches": [m.to_json() for m in matches], "identity": best.to_json() if best else None})
+        return {
+            "width": reply.width,
+            "height": reply.height,
+            "faces": faces,
+            **self._decision(info),
+            "timings_ms": {"total": round((time.perf_counter() - started) * 1000, 2)},
+        }
+
+    async def verify(self, image_a, image_b=None, *, subject_id: str | None = None, face_a: int | None = None, face_b: int | None = None) -> dict:
+        """Whether two pictures (or a picture and a subject) show the same person, with the score."""
+        self._need_gallery()
+        if (image_b is None) == (subject_id is None):
+            raise ApiError("give either a second picture or a subject id", "invalid_request", 422)
+        with _service_errors():
+            info = await self._space()
+            space, threshold = info["space"], info["threshold"]
+            if subject_id is not None:
+                await self.gallery.get_subject.remote(subject_id)
+                reply, embeddings = await self._embedded_faces(image_a)
+                chosen = _one_face(reply.faces, face_a)
+                match = await self.gallery.compare_subject.remote(embeddings[chosen], subject_id, space.key, space.metric, threshold)
+                other = {"subject_id": subject_id, "name": match.name}
+                distance, similarity = match.distance, match.similarity
+            else:
+                (reply, embeddings), (reply_b, embeddings_b) = await asyncio.gather(
+                    self._embedded_faces(image_a), self._embedded_faces(image_b)
+                )
+                chosen = _one_face(reply.faces, face_a, "the first picture")
+                chosen_b = _one_face(reply_b.faces, face_b, "the second picture")
+                distance, similarity = compare(embeddings[chosen], embeddings_b[chosen_b], space.metric)
+                other = {"face": reply_b.faces[chosen_b].to_json()}
+        return {
+            "same": is_match(distance, space.metric, threshold),
+            "distance": round(distance, 6),
+            "similarity": round(similarity, 6),
+            **self._decision(info),
+            "a": {"face": reply.faces[chosen].to_json()},
+            "b": other,
+        }
+
+    async def gallery_stats(self) -> dict:
+        """Subjects, faces searchable with the current recognizer and faces made by others."""
+        self._need_gallery()
+        with _service_errors():
+            info = await self._space()
+            stats, subjects = await asyncio.gather(
+                self.gallery.stats.remote(info["space"].key, info["space"].metric), self.gallery.list_subjects.remote(1, 0)
+            )
+        return {"subjects": subjects["total"], **stats, **self._decision(info)}
 
     # ---- HTTP -------------------------------------------------------------------------------
 
@@ -355,6 +585,60 @@ class Ingress:
             raise ApiError("no deepfake classifier is configured", "not_configured")
         image = await self._image_from(request)
         return await self.analyze(image, recognize=False, deepfake=True, max_faces=max_faces, min_score=min_score)
+
+    @app.post("/v1/subjects", status_code=201, summary="Create a subject (a person to recognise)")
+    async def http_create_subject(self, body: SubjectCreate):
+        return await self.create_subject(body.name, body.metadata)
+
+    @app.get("/v1/subjects", summary="List subjects with their face counts")
+    async def http_list_subjects(self, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0):
+        return await self.list_subjects(limit, offset)
+
+    @app.get("/v1/subjects/{subject_id}", summary="One subject")
+    async def http_get_subject(self, subject_id: Annotated[str, Path(min_length=1, max_length=64)]):
+        return await self.get_subject(subject_id)
+
+    @app.delete("/v1/subjects/{subject_id}", summary="Erase a subject and its embeddings for good")
+    async def http_delete_subject(self, subject_id: Annotated[str, Path(min_length=1, max_length=64)]):
+        return await self.delete_subject(subject_id)
+
+    @app.post("/v1/subjects/{subject_id}/faces", status_code=201, openapi_extra=_IMAGE_BODY, summary="Enroll the face of a picture")
+    async def http_enroll(self, request: Request, subject_id: Annotated[str, Path(min_length=1, max_length=64)], query: Annotated[FaceChoice, Query()]):
+        self._need_gallery()
+        image = await self._image_from(request)
+        return await self.enroll(subject_id, image, **query.model_dump())
+
+    @app.post("/v1/identify", openapi_extra=_IMAGE_BODY, summary="Each face's closest subjects and a match decision")
+    async def http_identify(self, request: Request, query: Annotated[IdentifyQuery, Query()]):
+        self._need_gallery()
+        image = await self._image_from(request)
+        return await self.identify(image, **query.model_dump())
+
+    @app.post("/v1/verify", openapi_extra=_VERIFY_BODY, summary="Same person? Two pictures, or a picture and a subject")
+    async def http_verify(self, request: Request, query: Annotated[VerifyQuery, Query()]):
+        self._need_gallery()
+        if _content_type(request) == "multipart/form-data":
+            form = await _form(request, max_files=2)
+            files = {k: v for k, v in form.multi_items() if not isinstance(v, str)}
+            if query.subject_id is not None:
+                first, second = files.get("image") or files.get("image_a"), None
+            else:
+                first, second = files.get("image_a"), files.get("image_b")
+                if second is None:
+                    raise ApiError("multipart body needs file fields 'image_a' and 'image_b', or a subject_id", "invalid_multipart", 400)
+            if first is None:
+                raise ApiError("multipart body needs a file field 'image' (or 'image_a')", "invalid_multipart", 400)
+            image_a = await first.read()
+            image_b = await second.read() if second is not None else None
+        else:
+            if query.subject_id is None:
+                raise ApiError("send two pictures as multipart 'image_a' and 'image_b', or one picture with a subject_id", "invalid_request", 422)
+            image_a, image_b = await self._image_from(request), None
+        return await self.verify(image_a, image_b, subject_id=query.subject_id, face_a=query.face_a, face_b=query.face_b)
+
+    @app.get("/v1/gallery", summary="Subjects and faces searchable with the current recognizer")
+    async def http_gallery(self):
+        return await self.gallery_stats()
 
     @app.get("/v1/models", summary="What each model runs on, its batching and replicas")
     async def http_models(self):

@@ -7,6 +7,7 @@ or Hugging Face folder (``path``), a model of the built default pack
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,8 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
     # How an optimised variant was made and what it costs (``facegraph optimize``'s manifest), else None.
     accuracy: dict[str, Any] | None = None
+    # First 16 hex digits of the sha256 over the model's ONNX files: names its embedding space.
+    digest: str = ""
 
     @property
     def provider(self) -> str:
@@ -114,6 +117,7 @@ class LoadedModel:
             "gpu_mem_limit_mb": reports[0].gpu_mem_limit_mb,
             "intra_op_threads": reports[0].intra_op_threads,
             "accuracy": self.accuracy,
+            "digest": self.digest,
             **self.extra,
         }
 
@@ -136,6 +140,19 @@ def _variant_accuracy(first: Any) -> dict[str, Any] | None:
     manifest = json.loads(variant_manifest(Path(first)).read_text())
     keys = ("variant", "method", "within_floors", "forced", "accuracy", "floors")
     return {k: manifest.get(k) for k in keys} | {"size_ratio": manifest.get("performance", {}).get("size_ratio")}
+
+
+def _digest(files: dict[str, Any]) -> str:
+    """sha256 over a model's files (paths or bytes), in file-name order; first 16 hex digits."""
+    digest = hashlib.sha256()
+    for _, source in sorted(files.items()):
+        if isinstance(source, bytes):
+            digest.update(source)
+            continue
+        with open(source, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _locate(cls: type[Adapter], spec: ModelSpec, cache_dir: Path | None) -> tuple[dict[str, Any], dict]:
@@ -188,4 +205,4 @@ def load_model(
     adapter = cls(sessions, settings, **resources)
     shown = {name: (f"generated:{spec.fixture}" if isinstance(src, bytes) else str(src)) for name, src in files.items()}
     accuracy = _variant_accuracy(next(iter(files.values())))
-    return LoadedModel(spec=spec, adapter=adapter, files=shown, reports=reports, accuracy=accuracy)
+    return LoadedModel(spec=spec, adapter=adapter, files=shown, reports=reports, accuracy=accuracy, digest=_digest(files))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Galleries of the test apps live in a throwaway folder, never in the user's data folder.
+os.environ.setdefault("FACEGRAPH_DATA", tempfile.mkdtemp(prefix="facegraph-test-data-"))
 
 FIXTURE_CONFIG = {
     "name": "facegraph",

@@ -1,0 +1,136 @@
+"""Gallery deployment: the subjects database and exact identity search, batched across requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ray import serve
+from ray.serve import metrics
+
+from deployments.base import BATCH_BOUNDARIES, LATENCY_BOUNDARIES_MS, rss_mb
+from models.gallery import GalleryError, GalleryIndex, GalleryStore, Match, Metric, compare, is_match
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One picture's face embeddings (F, D) to identify in one embedding space."""
+
+    embeddings: np.ndarray
+    space: str
+    metric: Metric
+    top_k: int
+    threshold: float
+
+
+@serve.deployment
+class Gallery:
+    """Every replica reads the same SQLite file; its index follows the file before each search."""
+
+    def __init__(self, database: str):
+        self.store = GalleryStore(database)
+        self.indexes: dict[str, GalleryIndex] = {}
+        self.m_batch = metrics.Histogram(
+            "facegraph_batch_size", "Items per model call", boundaries=BATCH_BOUNDARIES, tag_keys=("stage",)
+        )
+        self.m_batch.set_default_tags({"stage": "gallery"})
+        self.m_latency = metrics.Histogram(
+            "facegraph_model_latency_ms", "Model call time per batch", boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",)
+        )
+        self.m_latency.set_default_tags({"stage": "gallery"})
+        logger.info("gallery replica opened its database")
+
+    def reconfigure(self, user_config: dict) -> None:
+        if "max_batch_size" in user_config:
+            self.search.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "batch_wait_timeout_s" in user_config:
+            self.search.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    def _index(self, space: str, metric: Metric) -> GalleryIndex:
+        index = self.indexes.get(space)
+        if index is None:
+            index = self.indexes[space] = GalleryIndex(self.store, space, metric)
+        index.refresh()
+        return index
+
+    # Writes: the store serialises them in SQLite transactions.
+    async def create_subject(self, name: str, metadata: dict) -> dict:
+        return await asyncio.to_thread(self.store.create_subject, name, metadata)
+
+    async def get_subject(self, subject_id: str) -> dict:
+        return await asyncio.to_thread(self.store.get_subject, subject_id)
+
+    async def list_subjects(self, limit: int, offset: int) -> dict:
+        return await asyncio.to_thread(self.store.list_subjects, limit, offset)
+
+    async def delete_subject(self, subject_id: str) -> int:
+        return await asyncio.to_thread(self.store.delete_subject, subject_id)
+
+    async def add_face(self, subject_id: str, embedding: np.ndarray, space: str) -> int:
+        return await asyncio.to_thread(self.store.add_face, subject_id, embedding, space)
+
+    async def compare_subject(self, embedding: np.ndarray, subject_id: str, space: str, metric: Metric, threshold: float) -> Match:
+        """The subject's closest face in this space to ``embedding``."""
+
+        def best() -> Match:
+            subject = self.store.get_subject(subject_id)
+            faces = self.store.subject_faces(subject_id, space)
+            if not len(faces):
+                others = ", ".join(sorted(subject["faces_by_space"])) or "none"
+                raise GalleryError(
+                    f"subject has no face enrolled with the current recognizer ({space}); enrolled with: {others}. Enroll again.",
+                    "embedding_space_mismatch",
+                )
+            scored = [compare(embedding, face, metric) for face in faces]
+            distance, similarity = min(scored)
+            return Match(subject_id, subject["name"], distance, similarity, is_match(distance, metric, threshold))
+
+        return await asyncio.to_thread(best)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, batch_size_fn=lambda rs: sum(len(r.embeddings) for r in rs))
+    async def search(self, requests: list[SearchRequest]) -> list[list[list[Match]]]:
+        """Per request, per face: the top-k subjects. One matrix product per space and batch."""
+        started = time.perf_counter()
+        out = await asyncio.to_thread(self._search_batch, requests)
+        self.m_batch.observe(sum(len(r.embeddings) for r in requests))
+        self.m_latency.observe((time.perf_counter() - started) * 1000)
+        return out
+
+    def _search_batch(self, requests: list[SearchRequest]) -> list[list[list[Match]]]:
+        results: list[list[list[Match]]] = [[] for _ in requests]
+        for space in {r.space for r in requests}:
+            members = [i for i, r in enumerate(requests) if r.space == space and len(r.embeddings)]
+            if not members:
+                continue
+            index = self._index(space, requests[members[0]].metric)
+            queries = np.concatenate([requests[i].embeddings for i in members])
+            k = max(requests[i].top_k for i in members)
+            found = index.search(queries, k, threshold=0.0)
+            start = 0
+            for i in members:
+                request = requests[i]
+                rows = found[start : start + len(request.embeddings)]
+                start += len(request.embeddings)
+                results[i] = [
+                    [Match(m.subject_id, m.name, m.distance, m.similarity, is_match(m.distance, request.metric, request.threshold)) for m in row[: request.top_k]]
+                    for row in rows
+                ]
+        return results
+
+    async def stats(self, space: str, metric: Metric) -> dict:
+        """Faces searchable in ``space`` and faces enrolled with other recognizers."""
+
+        def count() -> dict:
+            index = self._index(space, metric)
+            counts = self.store.space_counts()
+            return {"faces": len(index), "faces_other_spaces": sum(n for s, n in counts.items() if s != space), "rss_mb": rss_mb()}
+
+        return await asyncio.to_thread(count)
+
+    def check_health(self) -> None:
+        self.store.state()
