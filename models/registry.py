@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.arcface import ArcFace
 from models.base import Adapter
@@ -57,6 +57,9 @@ class ModelSpec(BaseModel):
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
     trt_fp16: bool = True
     trt_cache_dir: str | None = None
+    cpu_mem_arena: bool = True
+    # ONNX Runtime intra-op threads; None follows the replica's CPU share (rounded, at least 1).
+    intra_op_threads: int | None = Field(None, ge=1, le=256)
     settings: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -78,11 +81,12 @@ class ModelSpec(BaseModel):
         return RuntimeOptions(
             device=self.device,
             gpu_fraction=gpu_fraction,
-            cpu_threads=cpu_threads,
+            cpu_threads=self.intra_op_threads or cpu_threads,
             gpu_mem_limit_mb=self.gpu_mem_limit_mb,
             cudnn_conv_algo_search=self.cudnn_conv_algo_search,
             trt_fp16=self.trt_fp16,
             trt_cache_dir=self.trt_cache_dir,
+            cpu_mem_arena=self.cpu_mem_arena,
         )
 
 

@@ -86,3 +86,17 @@ def test_missing_or_broken_model_is_a_model_load_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelLoadError, match="could not load"):
         create_session(bad, RuntimeOptions(device="cpu"))
+
+
+@pytest.mark.parametrize("arena", [True, False])
+def test_cpu_memory_arena_follows_the_option(arena):
+    session, _ = create_session(identity_model(), RuntimeOptions(device="cpu", cpu_mem_arena=arena))
+    assert session.get_session_options().enable_cpu_mem_arena is arena
+
+
+def test_explicit_intra_op_threads_override_the_cpu_share():
+    from models.registry import ModelSpec, load_model
+
+    spec = ModelSpec(family="arcface", fixture="pooled-arcface", device="cpu", intra_op_threads=2)
+    assert load_model(spec, cpu_threads=1).describe()["intra_op_threads"] == 2
+    assert load_model(spec.model_copy(update={"intra_op_threads": None}), cpu_threads=1).describe()["intra_op_threads"] == 1
