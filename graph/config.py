@@ -117,7 +117,9 @@ class GalleryConfig(_Strict):
     # SQLite file; default ``<data dir>/gallery.sqlite3``. Every gallery replica must see the same
     # local file, so keep one replica per node holding it (see the README on scaling the gallery).
     database: str | None = None
-    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.25, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.002))
+    # No CPU share by default: idle until identities are used, and adding it must not push a config whose
+    # model shares fill the machine past its CPUs (its replica would wait for one forever).
+    deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.002))
     top_k: int = Field(5, ge=1, le=100)
     # Match threshold; None takes the recognizer's own (dlib ResNet: L2 distance 0.6).
     threshold: float | None = None
@@ -129,9 +131,21 @@ class FacegraphConfig(_Strict):
 
     name: str = "facegraph"
     model_cache: str | None = None
-    # The default pack (``facegraph models build``): MTCNN and dlib's ResNet.
-    detector: StageConfig = Field(default_factory=lambda: StageConfig(model=ModelSpec(family="mtcnn", pack="mtcnn")))
-    recognizer: StageConfig | None = Field(default_factory=lambda: StageConfig(model=ModelSpec(family="dlib-resnet", pack="dlib-resnet")))
+    # The default pack (``facegraph models build``): MTCNN and dlib's ResNet, shaped for a 2-core machine
+    # by `facegraph bench` (README, Performance): MTCNN is most of the work and gains nothing from
+    # batching, so two detector replicas use both cores; batches take what is queued without waiting.
+    detector: StageConfig = Field(
+        default_factory=lambda: StageConfig(
+            model=ModelSpec(family="mtcnn", pack="mtcnn", intra_op_threads=2),
+            deployment=DeploymentConfig(num_replicas=2, num_cpus=0.75, batching=Batching(max_batch_size=4, batch_wait_timeout_s=0.0)),
+        )
+    )
+    recognizer: StageConfig | None = Field(
+        default_factory=lambda: StageConfig(
+            model=ModelSpec(family="dlib-resnet", pack="dlib-resnet"),
+            deployment=DeploymentConfig(num_cpus=0.25, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.0)),
+        )
+    )
     deepfake: StageConfig | None = None
     # Identities: enroll, identify, verify. Needs the recognizer.
     gallery: GalleryConfig | None = GalleryConfig()
