@@ -31,50 +31,19 @@ logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif", "application/octet-stream")
 PUBLIC_PATHS = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect")
-_IMAGE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
-            "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}, "required": ["image"]}
-            },
-        },
-    }
-}
-_BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                    "required": ["images"],
-                }
-            }
-        },
-    }
-}
+_BINARY = {"type": "string", "format": "binary"}
 
-_VERIFY_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "image_a": {"type": "string", "format": "binary"},
-                        "image_b": {"type": "string", "format": "binary"},
-                    },
-                }
-            },
-        },
-    }
-}
+
+def _body(form: dict, raw_image: bool) -> dict:
+    """An OpenAPI request body: a multipart form and, when ``raw_image``, a bare image of any accepted type."""
+    content = {t: {"schema": _BINARY} for t in IMAGE_TYPES} if raw_image else {}
+    content["multipart/form-data"] = {"schema": {"type": "object", **form}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_IMAGE_BODY = _body({"properties": {"image": _BINARY}, "required": ["image"]}, raw_image=True)
+_BATCH_BODY = _body({"properties": {"images": {"type": "array", "items": _BINARY}}, "required": ["images"]}, raw_image=False)
+_VERIFY_BODY = _body({"properties": {name: _BINARY for name in ("image", "image_a", "image_b")}}, raw_image=True)
 
 app = FastAPI(
     title="facegraph",

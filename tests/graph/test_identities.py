@@ -13,7 +13,8 @@ from models.imaging import encode_jpeg
 from tests.mtcnn_pack import astronaut_variants
 
 DATABASE = Path(tempfile.mkdtemp(prefix="facegraph-gallery-")) / "gallery.sqlite3"
-CONFIG = {"name": "facegraph", "gallery": {"database": str(DATABASE)}}
+# Two gallery replicas over one file: every read must see every write, whichever replica answers.
+CONFIG = {"name": "facegraph", "gallery": {"database": str(DATABASE), "deployment": {"num_replicas": 2, "num_cpus": 0.1}}}
 JPEG = {"content-type": "image/jpeg"}
 
 
