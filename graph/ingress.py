@@ -23,7 +23,7 @@ from graph import errors
 from graph.errors import ApiError
 from graph.metrics import ingress_metrics
 from models.errors import FacegraphError
-from models.gallery import Match, compare, is_match
+from models.gallery import MAX_OFFSET, Match, compare, is_match
 from models.gpu import list_gpus
 from models.pipeline import DetectReply, DetectRequest
 
@@ -404,6 +404,8 @@ class Ingress:
 
     async def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
         self._need_gallery()
+        if not (1 <= limit <= 1000 and 0 <= offset <= MAX_OFFSET):
+            raise ApiError(f"limit must be 1 to 1000 and offset 0 to {MAX_OFFSET}", "invalid_query")
         with _service_errors():
             return await self.gallery.list_subjects.remote(limit, offset)
 
@@ -487,10 +489,8 @@ class Ingress:
         self._need_gallery()
         with _service_errors():
             info = await self._space()
-            stats, subjects = await asyncio.gather(
-                self.gallery.stats.remote(info["space"].key, info["space"].metric), self.gallery.list_subjects.remote(1, 0)
-            )
-        return {"subjects": subjects["total"], **stats, **self._decision(info)}
+            stats = await self.gallery.stats.remote(info["space"].key, info["space"].metric)
+        return {**stats, **self._decision(info)}
 
     # ---- HTTP -------------------------------------------------------------------------------
 
@@ -560,7 +560,7 @@ class Ingress:
         return await self.create_subject(body.name, body.metadata)
 
     @app.get("/v1/subjects", summary="List subjects with their face counts")
-    async def http_list_subjects(self, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0):
+    async def http_list_subjects(self, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0):
         return await self.list_subjects(limit, offset)
 
     @app.get("/v1/subjects/{subject_id}", summary="One subject")

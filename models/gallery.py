@@ -44,6 +44,11 @@ INSERT OR IGNORE INTO meta VALUES ('generation', 0), ('erasures', 0);
 """
 
 
+# Never the id itself: refusals must not echo what a client sent (it would reach the replica log).
+NO_SUBJECT = "no subject with that id"
+MAX_OFFSET = 2**31 - 1
+
+
 class GalleryError(FacegraphError):
     """A gallery request that cannot be met (unknown subject, wrong embedding space...)."""
 
@@ -179,12 +184,15 @@ class GalleryStore:
     def get_subject(self, subject_id: str) -> dict:
         rows = self._read("SELECT * FROM subjects WHERE id = ?", (subject_id,))
         if not rows:
-            raise GalleryError(f"no subject with id '{subject_id[:64]}'", "not_found")
+            raise GalleryError(NO_SUBJECT, "not_found")
         return _subject_json(rows[0], self._face_counts([subject_id])[subject_id])
+
+    def subject_count(self) -> int:
+        return self._read("SELECT COUNT(*) AS n FROM subjects")[0]["n"]
 
     def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
         rows = self._read("SELECT * FROM subjects ORDER BY created_at, id LIMIT ? OFFSET ?", (limit, offset))
-        total = self._read("SELECT COUNT(*) AS n FROM subjects")[0]["n"]
+        total = self.subject_count()
         counts = self._face_counts([r["id"] for r in rows])
         return {"total": total, "limit": limit, "offset": offset, "subjects": [_subject_json(r, counts[r["id"]]) for r in rows]}
 
@@ -193,7 +201,7 @@ class GalleryStore:
 
         def erase(db: sqlite3.Connection) -> int:
             if db.execute("SELECT 1 FROM subjects WHERE id = ?", (subject_id,)).fetchone() is None:
-                raise GalleryError(f"no subject with id '{subject_id[:64]}'", "not_found")
+                raise GalleryError(NO_SUBJECT, "not_found")
             faces = db.execute("DELETE FROM faces WHERE subject_id = ?", (subject_id,)).rowcount
             db.execute("DELETE FROM subjects WHERE id = ?", (subject_id,))
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'erasures'")
@@ -220,7 +228,7 @@ class GalleryStore:
 
         def insert(db: sqlite3.Connection) -> int:
             if db.execute("SELECT 1 FROM subjects WHERE id = ?", (subject_id,)).fetchone() is None:
-                raise GalleryError(f"no subject with id '{subject_id[:64]}'", "not_found")
+                raise GalleryError(NO_SUBJECT, "not_found")
             cursor = db.execute(
                 "INSERT INTO faces (subject_id, space, dimension, embedding, created_at) VALUES (?, ?, ?, ?, ?)",
                 (subject_id, space, vector.size, vector.tobytes(), round(time.time(), 3)),
