@@ -40,6 +40,25 @@ def rss_mb() -> float:
     return 0.0
 
 
+def batch_metrics(stage: str) -> tuple[metrics.Histogram, metrics.Histogram]:
+    """Items per batch call and time per batch call, tagged with the stage."""
+    batch = metrics.Histogram("facegraph_batch_size", "Items per model call", boundaries=BATCH_BOUNDARIES, tag_keys=("stage",))
+    batch.set_default_tags({"stage": stage})  # a fresh dict each: Serve adds its own keys in place
+    latency = metrics.Histogram(
+        "facegraph_model_latency_ms", "Model call time per batch", boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",)
+    )
+    latency.set_default_tags({"stage": stage})
+    return batch, latency
+
+
+def apply_batching(method, user_config: dict) -> None:
+    """Set a ``@serve.batch`` method's knobs from a ``user_config``."""
+    if "max_batch_size" in user_config:
+        method.set_max_batch_size(int(user_config["max_batch_size"]))
+    if "batch_wait_timeout_s" in user_config:
+        method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+
 class ModelReplica:
     """Base of the model deployments. Subclasses set ``role`` and name their batch method."""
 
@@ -61,15 +80,7 @@ class ModelReplica:
         self.warmup_error: str | None = None
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self.items = 0
-        tags = {"stage": self.stage}
-        self.m_batch = metrics.Histogram(
-            "facegraph_batch_size", "Items per model call", boundaries=BATCH_BOUNDARIES, tag_keys=("stage",)
-        )
-        self.m_batch.set_default_tags(dict(tags))
-        self.m_latency = metrics.Histogram(
-            "facegraph_model_latency_ms", "Model call time per batch", boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",)
-        )
-        self.m_latency.set_default_tags(dict(tags))  # Serve adds its own keys in place
+        self.m_batch, self.m_latency = batch_metrics(self.stage)
         self.m_fallbacks = metrics.Counter(
             "facegraph_provider_fallbacks", "Execution providers that fell back at load", tag_keys=("stage", "provider")
         )
@@ -86,10 +97,7 @@ class ModelReplica:
         """Change batching at run time (Serve calls this on ``user_config`` updates, and at start)."""
         method = self.batch_method()
         before = method._get_max_batch_size()
-        if "max_batch_size" in user_config:
-            method.set_max_batch_size(int(user_config["max_batch_size"]))
-        if "batch_wait_timeout_s" in user_config:
-            method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        apply_batching(method, user_config)
         if self.warmup_ms is None or method._get_max_batch_size() != before:
             self.warm_up()
 
@@ -123,9 +131,11 @@ class ModelReplica:
         self.probe()
 
     def probe(self) -> None:
-        raise NotImplementedError
+        """The health check's inference: one item."""
+        self.warm(1)
 
     def warm(self, batch_size: int) -> None:
+        """Run the model on ``batch_size`` blank inputs."""
         raise NotImplementedError
 
     def describe(self) -> dict:

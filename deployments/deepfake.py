@@ -31,10 +31,6 @@ class DeepfakeClassifier(ModelReplica):
         self.record(sum(len(g) for g in groups), started)
         return out
 
-    def probe(self) -> None:
-        width, height = self.adapter.crop_spec.size
-        self.adapter.classify([np.zeros((height, width, 3), np.uint8)])
-
     def warm(self, batch_size: int) -> None:
         width, height = self.adapter.crop_spec.size
         self.adapter.classify([np.zeros((height, width, 3), np.uint8)] * batch_size)

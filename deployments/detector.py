@@ -33,6 +33,7 @@ class Detector(ModelReplica):
         return replies
 
     def probe(self) -> None:
+        # Cheaper than a warm-up frame: health checks run every few seconds.
         self.adapter.detect([np.zeros((64, 64, 3), np.uint8)])
 
     def warm(self, batch_size: int) -> None:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from ray import serve
-from ray.serve import metrics
 
-from deployments.base import BATCH_BOUNDARIES, LATENCY_BOUNDARIES_MS, rss_mb
+from deployments.base import apply_batching, batch_metrics, rss_mb
 from models.gallery import GalleryError, GalleryIndex, GalleryStore, Match, Metric, compare, is_match
 
 logger = logging.getLogger(__name__)
@@ -35,21 +34,11 @@ class Gallery:
     def __init__(self, database: str):
         self.store = GalleryStore(database)
         self.indexes: dict[str, GalleryIndex] = {}
-        self.m_batch = metrics.Histogram(
-            "facegraph_batch_size", "Items per model call", boundaries=BATCH_BOUNDARIES, tag_keys=("stage",)
-        )
-        self.m_batch.set_default_tags({"stage": "gallery"})
-        self.m_latency = metrics.Histogram(
-            "facegraph_model_latency_ms", "Model call time per batch", boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("stage",)
-        )
-        self.m_latency.set_default_tags({"stage": "gallery"})
+        self.m_batch, self.m_latency = batch_metrics("gallery")
         logger.info("gallery replica opened its database")
 
     def reconfigure(self, user_config: dict) -> None:
-        if "max_batch_size" in user_config:
-            self.search.set_max_batch_size(int(user_config["max_batch_size"]))
-        if "batch_wait_timeout_s" in user_config:
-            self.search.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        apply_batching(self.search, user_config)
 
     def _index(self, space: str, metric: Metric) -> GalleryIndex:
         index = self.indexes.get(space)
@@ -123,12 +112,17 @@ class Gallery:
         return results
 
     async def stats(self, space: str, metric: Metric) -> dict:
-        """Faces searchable in ``space`` and faces enrolled with other recognizers."""
+        """Subjects, faces searchable in ``space`` and faces enrolled with other recognizers."""
 
         def count() -> dict:
             index = self._index(space, metric)
             counts = self.store.space_counts()
-            return {"faces": len(index), "faces_other_spaces": sum(n for s, n in counts.items() if s != space), "rss_mb": rss_mb()}
+            return {
+                "subjects": self.store.subject_count(),
+                "faces": len(index),
+                "faces_other_spaces": sum(n for s, n in counts.items() if s != space),
+                "rss_mb": rss_mb(),
+            }
 
         return await asyncio.to_thread(count)
 
