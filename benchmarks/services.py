@@ -37,7 +37,8 @@ def _crop_spec(data: dict):
     from models.types import CropSpec
 
     template = tuple(tuple(p) for p in data["template"]) if data.get("template") else None
-    return CropSpec(kind=data["kind"], size=tuple(data["size"]), template=template, margin=data.get("margin", 0.0))
+    # Every field, so the chain cuts exactly the crops the graph cuts (points, dlib's convention).
+    return CropSpec(**{**data, "size": tuple(data["size"]), "template": template, "points": tuple(data["points"])})
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -72,7 +73,8 @@ def detector_app(settings: dict) -> Starlette:
         if reply.error is not None:
             raise ValueError(reply.error.message)
         faces = reply.faces
-        landmarks = np.full((len(faces), 5, 2), np.nan, np.float32)
+        points = max((len(f.points) for f in faces), default=5)
+        landmarks = np.full((len(faces), points, 2), np.nan, np.float32)
         for i, face in enumerate(faces):
             if face.landmarks is not None:
                 landmarks[i] = face.landmarks

@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.errors import UnknownFamilyError
+from models.errors import MisfitError, UnknownFamilyError
+from models.geometry import alignment_points
 from models.registry import ModelSpec, family_class
 
 ENV_CACHE = "FACEGRAPH_CACHE"
@@ -160,6 +161,17 @@ class FacegraphConfig(_Strict):
                     family_class(cfg.model.family, role)
                 except UnknownFamilyError as exc:
                     raise ValueError(exc.message) from None
+        if self.recognizer is not None:
+            landmarks = family_class(self.detector.model.family).landmarks
+            wanted = family_class(self.recognizer.model.family).alignment_points
+            if landmarks is not None and wanted is not None:
+                try:
+                    alignment_points(wanted, landmarks)
+                except MisfitError as exc:
+                    raise ValueError(
+                        f"recognizer '{self.recognizer.model.family}' cannot align faces from detector "
+                        f"'{self.detector.model.family}': {exc.message}"
+                    ) from None
         return self
 
     def gallery_database(self) -> Path | None:

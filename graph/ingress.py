@@ -231,6 +231,8 @@ class Ingress:
             self._models = {
                 stage: {k: info[k] for k in ("family", "source", "variant", "provider", "device")} for stage, info in zip(stages, infos)
             }
+            # What each face's landmarks rows are, in order (the detector's own points).
+            self._models["detector"]["landmarks"] = infos[0].get("landmarks")
             for stage in ("recognizer", "deepfake"):
                 self._models.setdefault(stage, None)
         return self._models

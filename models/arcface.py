@@ -6,7 +6,13 @@ import numpy as np
 
 from models.base import FamilySettings, Recognizer, TensorSig, check_signature, fixed_batch, run_batched
 from models.geometry import ARCFACE_TEMPLATE_112, scale_template
-from models.types import CropSpec
+from models.types import FIVE_POINTS, CropSpec
+
+# The five template points plus the mouth centre (between the corners), so detectors that give
+# the mouth's centre instead of its corners (BlazeFace) align onto the same template.
+_MOUTH_CENTRE = tuple(float(v) for v in (np.asarray(ARCFACE_TEMPLATE_112[3]) + np.asarray(ARCFACE_TEMPLATE_112[4])) / 2)
+TEMPLATE_POINTS = FIVE_POINTS + ("mouth_center",)
+TEMPLATE_112 = ARCFACE_TEMPLATE_112 + (_MOUTH_CENTRE,)
 
 
 class ArcFaceSettings(FamilySettings):
@@ -20,6 +26,7 @@ class ArcFace(Recognizer):
     family = "arcface"
     Settings = ArcFaceSettings
     metric = "cosine"
+    alignment_points = TEMPLATE_POINTS
 
     def __init__(self, sessions, settings=None, **resources):
         super().__init__(sessions, settings, **resources)
@@ -36,7 +43,7 @@ class ArcFace(Recognizer):
 
     @property
     def crop_spec(self) -> CropSpec:
-        return CropSpec("landmarks", self.size, scale_template(ARCFACE_TEMPLATE_112, (112, 112), self.size))
+        return CropSpec("landmarks", self.size, scale_template(TEMPLATE_112, (112, 112), self.size), points=TEMPLATE_POINTS)
 
     @property
     def dimension(self) -> int:

@@ -129,6 +129,11 @@ class Adapter(ABC):
 
 class Detector(Adapter):
     role = "detector"
+    # The landmarks the family's faces carry (names from models.types.LANDMARK_NAMES), None if none.
+    landmarks: ClassVar[tuple[str, ...] | None] = None
+
+    def describe(self) -> dict:
+        return {**super().describe(), "landmarks": list(self.landmarks) if self.landmarks else None}
 
     @abstractmethod
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
@@ -138,6 +143,8 @@ class Detector(Adapter):
 class Recognizer(Adapter):
     role = "recognizer"
     metric: ClassVar[str] = "cosine"  # or "euclidean"
+    # The landmarks its alignment template names (None: box crops); checked against the detector's at config time.
+    alignment_points: ClassVar[tuple[str, ...] | None] = None
 
     @property
     @abstractmethod

@@ -34,6 +34,9 @@ def chip_template(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> tuple
     return tuple(points)
 
 
+ALIGNMENT_POINTS = ("left_eye", "right_eye", "nose")
+
+
 class DlibResNetSettings(FamilySettings):
     # Descriptor distance below which two faces are the same person (dlib's published value).
     distance_threshold: float = 0.6
@@ -43,6 +46,7 @@ class DlibResNetRecognizer(Recognizer):
     family = "dlib-resnet"
     Settings = DlibResNetSettings
     metric = "euclidean"
+    alignment_points = ALIGNMENT_POINTS
 
     def __init__(self, sessions, settings=None, **resources):
         super().__init__(sessions, settings, **resources)
@@ -57,7 +61,7 @@ class DlibResNetRecognizer(Recognizer):
     def crop_spec(self) -> CropSpec:
         # Eyes and nose only, as dlib's own 5-point alignment (eye corners, nose base)
         # ignores the mouth; the mouth corners of a smiling face would pull the chip.
-        return CropSpec("landmarks", (CHIP_SIZE, CHIP_SIZE), chip_template(), points=(0, 1, 2), convention="dlib")
+        return CropSpec("landmarks", (CHIP_SIZE, CHIP_SIZE), chip_template()[:3], points=ALIGNMENT_POINTS, convention="dlib")
 
     @property
     def dimension(self) -> int:

@@ -43,6 +43,12 @@ class SignatureError(ModelLoadError):
     code = "signature_mismatch"
 
 
+class MisfitError(ModelLoadError):
+    """Two models that cannot work together (e.g. an alignment on points the detector does not give)."""
+
+    code = "model_misfit"
+
+
 class ProviderUnavailableError(ModelLoadError):
     """An explicitly requested execution provider could not be used."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from models.errors import MisfitError
 from models.types import CropSpec, Face
 
 # insightface's 5-point ArcFace template for a 112x112 crop (eyes, nose, mouth corners).
@@ -28,13 +29,14 @@ class Letterbox:
     pad_x: float
     pad_y: float
 
-    def boxes_to_original(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-        """(N, 4) x1y1x2y2 in model pixels -> original pixels, clipped to the image."""
+    def boxes_to_original(self, boxes: np.ndarray, width: int, height: int, clip: bool = True) -> np.ndarray:
+        """(N, 4) x1y1x2y2 in model pixels -> original pixels, clipped to the image unless ``clip`` is false."""
         out = boxes.astype(np.float32, copy=True)
         out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale_x
         out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale_y
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+        if clip:
+            out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+            out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
         return out
 
     def points_to_original(self, points: np.ndarray) -> np.ndarray:
@@ -45,12 +47,17 @@ class Letterbox:
         return out
 
 
-def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping aspect ratio into a ``height`` x ``width`` canvas, centred."""
+def letterbox(
+    image: np.ndarray, width: int, height: int, pad_value: int = 114, interpolation: int | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio into a ``height`` x ``width`` canvas, centred.
+
+    ``interpolation``: an OpenCV flag; None shrinks by area averaging and enlarges bilinearly.
+    """
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    interp = interpolation if interpolation is not None else cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_w, new_h) != (w, h) else image
     canvas = np.full((height, width, image.shape[2]), pad_value, dtype=image.dtype)
     pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
@@ -78,10 +85,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str =
     Args:
         boxes: (N, 4) x1y1x2y2.
         scores: (N,).
-        mode: ``union`` (IoU) or ``min`` (intersection over the smaller box, as MTCNN uses).
+        mode: ``union`` (IoU, run by OpenCV's ``NMSBoxes``) or ``min`` (intersection over
+            the smaller box, as MTCNN's last stage uses; a few dozen boxes at most there).
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if not len(boxes):
+        return np.zeros(0, np.int64)
+    if mode == "union":
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(np.float64)
+        # NMSBoxes wants scores above a non-negative threshold: hand it ranks in (0, 1] instead,
+        # best first, ties in index order (as a stable sort of the scores gives).
+        ranks = np.empty(len(scores), np.float64)
+        ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores), 0, -1) / len(scores)
+        keep = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
+        return np.asarray(keep, np.int64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
     areas = (boxes[:, 2] - boxes[:, 0]).clip(0) * (boxes[:, 3] - boxes[:, 1]).clip(0)
     keep = []
     while order.size:
@@ -93,12 +112,58 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str =
         x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
         y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
         inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
-        if mode == "min":
-            overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
-        else:
-            overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
         order = rest[overlap <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(groups: np.ndarray, boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str = "union") -> np.ndarray:
+    """NMS run separately within each group (e.g. picture) in one call: kept indices.
+
+    Each group's boxes are shifted to a region of their own, far from every other
+    group's, so no box of one group can overlap a box of another.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not len(boxes):
+        return np.zeros(0, np.int64)
+    span = float(np.abs(boxes).max()) * 2 + 1
+    offsets = np.asarray(groups, np.float32)[:, None] * span
+    return nms(boxes + offsets, scores, iou_threshold, mode)
+
+
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, points: np.ndarray | None, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """MediaPipe's weighted NMS: each kept face is the score-weighted mean of its cluster.
+
+    The best remaining candidate and every candidate overlapping it by more than
+    ``iou_threshold`` form a cluster; the cluster's boxes and landmarks are averaged with
+    the scores as weights, and the face keeps the best score. Returns (boxes (M, 4),
+    scores (M,), points (M, K, 2) or None), best first.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+    boxes, scores = boxes[order], np.asarray(scores, np.float32)[order]
+    points = None if points is None else np.asarray(points, np.float32)[order]
+    overlaps = iou(boxes, boxes)
+    remaining = np.ones(len(boxes), bool)
+    out_boxes, out_scores, out_points = [], [], []
+    for i in range(len(boxes)):
+        if not remaining[i]:
+            continue
+        cluster = remaining & (overlaps[i] > iou_threshold)
+        cluster[i] = True
+        remaining &= ~cluster
+        weights = scores[cluster] / scores[cluster].sum()
+        out_boxes.append(weights @ boxes[cluster])
+        out_scores.append(scores[i])
+        if points is not None:
+            out_points.append(np.tensordot(weights, points[cluster], axes=1))
+    return (
+        np.asarray(out_boxes, np.float32).reshape(-1, 4),
+        np.asarray(out_scores, np.float32),
+        None if points is None else np.asarray(out_points, np.float32).reshape(-1, *points.shape[1:]),
+    )
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -151,12 +216,29 @@ def dlib_chip_matrix(landmarks: np.ndarray, template: np.ndarray, size: int) -> 
     return matrix
 
 
+def alignment_points(template_points: tuple[str, ...], face_points: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Pairs (template row, face row) of the points an alignment fits: every template point the face has.
+
+    Raises MisfitError unless both eyes and at least three points in all are shared: fewer
+    cannot fix rotation, scale and position reliably.
+    """
+    pairs = [(t, face_points.index(name)) for t, name in enumerate(template_points) if name in face_points]
+    shared = {template_points[t] for t, _ in pairs}
+    if len(pairs) < 3 or not {"left_eye", "right_eye"} <= shared:
+        raise MisfitError(
+            f"alignment needs both eyes and at least 3 of the points {', '.join(template_points)}; "
+            f"the detector gives {', '.join(face_points) or 'none'}"
+        )
+    return pairs
+
+
 def crop_face(image: np.ndarray, face: Face, spec: CropSpec) -> np.ndarray:
     """Cut one face out of an RGB image as ``spec`` says; returns (H, W, 3) uint8."""
     width, height = spec.size
     if spec.kind == "landmarks" and face.landmarks is not None and spec.template is not None:
-        points = list(spec.points) if spec.points is not None else slice(None)
-        landmarks, template = np.asarray(face.landmarks)[points], np.asarray(spec.template)[points]
+        pairs = alignment_points(spec.points, face.points)
+        template = np.asarray(spec.template, np.float64)[[t for t, _ in pairs]]
+        landmarks = np.asarray(face.landmarks, np.float64)[[f for _, f in pairs]]
         if spec.convention == "dlib":
             chip_to_image = dlib_chip_matrix(landmarks, template, width)
             return cv2.warpAffine(image, chip_to_image, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)

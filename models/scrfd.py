@@ -8,6 +8,7 @@ import numpy as np
 
 from models.base import TensorSig, run_batched, signature_error
 from models.letterboxed import LetterboxDetector
+from models.types import FIVE_POINTS
 
 STRIDES = (8, 16, 32)
 ANCHORS = 2
@@ -25,6 +26,8 @@ class Scrfd(LetterboxDetector):
     """Outputs: scores x3, boxes x3, [landmarks x3], each (A, k) or (N, A, k)."""
 
     family = "scrfd"
+    # What the family may give; a 6-output file gives none (set per file below).
+    landmarks = FIVE_POINTS
     pad_value = 0
     mean = 127.5
     scale = 1.0 / 128.0
@@ -47,6 +50,7 @@ class Scrfd(LetterboxDetector):
         if not self.batched_outputs:
             self.fixed_one = True  # outputs without a batch axis: one image per call
         self.with_landmarks = len(outputs) == 9
+        self.landmarks = FIVE_POINTS if self.with_landmarks else None
 
     def decode(self, outputs, index):
         boxes, scores, points = [], [], []

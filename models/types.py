@@ -8,6 +8,12 @@ from typing import Literal
 import numpy as np
 
 
+# Landmark names, "left" and "right" as seen in the picture. A detector gives the points it
+# really finds and names them; alignment fits whichever of its template's points a face has.
+FIVE_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+LANDMARK_NAMES = FIVE_POINTS + ("mouth_center", "left_ear", "right_ear")
+
+
 @dataclass(frozen=True)
 class Face:
     """One detected face, in original-image pixels.
@@ -15,14 +21,16 @@ class Face:
     Attributes:
         bbox: (x1, y1, x2, y2) floats.
         score: detector confidence in [0, 1].
-        landmarks: (5, 2) float32 array ordered left eye, right eye, nose,
-            left mouth corner, right mouth corner (image left/right), or None
+        landmarks: (K, 2) float32 array, row k being the point ``points[k]``, or None
             when the detector gives no landmarks.
+        points: the names of the landmark rows (from ``LANDMARK_NAMES``); five-point
+            detectors give ``FIVE_POINTS``.
     """
 
     bbox: tuple[float, float, float, float]
     score: float
     landmarks: np.ndarray | None = None
+    points: tuple[str, ...] = FIVE_POINTS
 
     def to_json(self) -> dict:
         return {
@@ -38,18 +46,20 @@ class Face:
 class CropSpec:
     """How a downstream model wants its face crops cut out of the frame.
 
-    ``kind="landmarks"`` warps the 5 landmarks onto ``template`` (pixel
-    coordinates in a ``size`` x ``size`` crop); ``kind="box"`` cuts the box
-    grown by ``margin`` on each side, squared, and resizes it to ``size``.
-    A landmarks spec falls back to the box crop when a face has no landmarks.
+    ``kind="landmarks"`` fits a similarity from the face's landmarks onto ``template``
+    (pixel coordinates in a ``size`` crop, row k being the point ``points[k]``), using
+    every template point the face has (``models.geometry.alignment_points`` says which,
+    and refuses too few); ``kind="box"`` cuts the box grown by ``margin`` on each side,
+    squared, and resizes it to ``size``. A landmarks spec falls back to the box crop
+    when a face has no landmarks at all.
     """
 
     kind: Literal["landmarks", "box"]
     size: tuple[int, int]  # (width, height)
     template: tuple[tuple[float, float], ...] | None = None
     margin: float = 0.0
-    # Which landmarks the similarity fit uses (None: all five).
-    points: tuple[int, ...] | None = None
+    # The names of the template's rows.
+    points: tuple[str, ...] = FIVE_POINTS
     # "pixel": the fitted transform maps pixel centres; "dlib": dlib's face-chip sampling
     # (chip corners onto the transformed rectangle), which its recognizer was trained with.
     convention: Literal["pixel", "dlib"] = "pixel"

@@ -3,8 +3,21 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.geometry import ARCFACE_TEMPLATE_112, crop_face, estimate_similarity, iou, letterbox, nms
-from models.types import CropSpec, Face
+import pytest
+
+from models.errors import MisfitError
+from models.geometry import (
+    ARCFACE_TEMPLATE_112,
+    alignment_points,
+    batched_nms,
+    crop_face,
+    estimate_similarity,
+    iou,
+    letterbox,
+    nms,
+    weighted_nms,
+)
+from models.types import FIVE_POINTS, CropSpec, Face
 
 
 @settings(max_examples=60, deadline=None)
@@ -29,6 +42,61 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     inner = np.array([[0, 0, 100, 100], [10, 10, 30, 30]], np.float32)
     assert nms(inner, np.array([0.9, 0.8]), 0.5, mode="min").tolist() == [0]
     assert nms(inner, np.array([0.9, 0.8]), 0.5).tolist() == [0, 1]
+
+
+def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """The textbook loop, to check the OpenCV-backed one against."""
+    keep = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(iou(boxes[i], boxes[k])[0, 0] <= threshold for k in keep):
+            keep.append(int(i))
+    return keep
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 2**31 - 1), st.floats(0.1, 0.9))
+def test_nms_is_the_greedy_loop(count, seed, threshold):
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 200, (count, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 80, (count, 2)).astype(np.float32)], axis=1)
+    scores = rng.choice(np.linspace(0.1, 1.0, 7), count).astype(np.float32)  # ties on purpose
+    assert nms(boxes, scores, threshold).tolist() == _greedy_nms(boxes, scores, threshold)
+
+
+def test_batched_nms_never_suppresses_across_groups():
+    box = np.array([[10, 10, 50, 50]], np.float32)
+    boxes = np.concatenate([box, box + 1, box, box + 1])
+    scores = np.array([0.9, 0.8, 0.7, 0.95], np.float32)
+    groups = np.array([0, 0, 1, 1])
+    assert sorted(batched_nms(groups, boxes, scores, 0.5).tolist()) == [0, 3]
+    assert sorted(batched_nms(groups, boxes, scores, 0.5, mode="min").tolist()) == [0, 3]
+    assert batched_nms(np.zeros(0), np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_weighted_nms_averages_each_cluster_by_score():
+    boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [100, 100, 110, 110]], np.float32)
+    scores = np.array([0.6, 0.2, 0.9], np.float32)
+    points = np.array([[[5, 5]], [[7, 5]], [[105, 105]]], np.float32)
+    out_boxes, out_scores, out_points = weighted_nms(boxes, scores, points, 0.3)
+    assert out_scores.tolist() == pytest.approx([0.9, 0.6])  # each face keeps its best score
+    np.testing.assert_allclose(out_boxes[1], [0.5, 0, 10.5, 10])  # (0.6 * 0 + 0.2 * 2) / 0.8
+    np.testing.assert_allclose(out_points[1], [[5.5, 5]])
+    np.testing.assert_allclose(out_boxes[0], boxes[2])
+    empty = weighted_nms(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 6, 2)), 0.3)
+    assert empty[0].shape == (0, 4) and empty[2].shape == (0, 6, 2)
+
+
+def test_alignment_fits_the_shared_points_and_refuses_too_few():
+    template = FIVE_POINTS + ("mouth_center",)
+    assert alignment_points(template, FIVE_POINTS) == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]
+    blaze = ("left_eye", "right_eye", "nose", "mouth_center", "left_ear", "right_ear")
+    assert alignment_points(template, blaze) == [(0, 0), (1, 1), (2, 2), (5, 3)]
+    with pytest.raises(MisfitError, match="both eyes.*the detector gives left_eye, nose"):
+        alignment_points(template, ("left_eye", "nose", "mouth_center"))
+    # A crop spec on points the face lacks fails loudly instead of warping on the wrong points.
+    face = Face((0, 0, 10, 10), 1.0, np.zeros((2, 2), np.float32), points=("left_eye", "right_eye"))
+    with pytest.raises(MisfitError):
+        crop_face(np.zeros((20, 20, 3), np.uint8), face, CropSpec("landmarks", (112, 112), ARCFACE_TEMPLATE_112))
 
 
 @settings(max_examples=80, deadline=None)

@@ -217,3 +217,34 @@ def test_registry_and_helpers():
     assert len(pyramid(512, 512, 20, 0.709)) == 10
     groups = canvases([(512, 512), (500, 510), (100, 100), (512, 512)])
     assert groups == [((512, 512), [0, 3, 1]), ((100, 100), [2])]
+
+
+def test_max_side_detects_on_a_smaller_copy_and_maps_back(mtcnn_sessions, variants, variant_faces):
+    """The astronaut at 1.4x (717 px) detected on a 512 px copy: the same face, in the big picture's pixels."""
+    image, _ = variants["scaled_1.4"]
+    counting = {name: _Counting(s) for name, s in mtcnn_sessions.items()}
+    capped = MTCNNDetector(counting, MTCNNDetector.Settings(max_side=512))
+    (faces,) = capped.detect([image])
+    assert len(faces) == 1
+    full = variant_faces["scaled_1.4"][0]
+    assert iou(np.array(faces[0].bbox), np.array(full.bbox))[0, 0] >= 0.9
+    assert np.abs(faces[0].landmarks - full.landmarks).max() <= 4.0
+    # P-Net saw the 512 px copy's pyramid, not the 717 px picture's.
+    assert max(shape[3] for shape in counting["pnet"].batches) <= 512 * 12 / 20
+    assert len(counting["pnet"].batches) == len(pyramid(512, 512, 20, 0.709))
+    # Pictures already within the cap are left as they are.
+    (same,) = capped.detect([variants["original"][0]])
+    np.testing.assert_allclose(same[0].bbox, variant_faces["original"][0].bbox, atol=1e-3)
+
+
+def test_crops_sample_like_tensorflow_crop_and_resize():
+    """Corners on the box scaled by (size - 1) / size, bilinear inside, 0 (after normalisation) outside."""
+    from models.mtcnn import crops
+
+    ramp = np.tile(np.arange(100, dtype=np.uint8)[None, :, None], (50, 1, 3))  # value = x
+    out = crops(ramp, np.array([[10, 5, 40, 35], [-20, 0, 10, 30]], np.float32), 24)
+    xs = np.linspace(10, 40, 24) * 99 / 100
+    np.testing.assert_allclose(out[0, 3, :, 0], (xs - 127.5) / 128, atol=2 / 128)
+    left = np.linspace(-20, 10, 24) * 99 / 100
+    np.testing.assert_array_equal(out[1, 5, left < 0, 1], 0.0)
+    assert (out[1, 5, left >= 0, 1] < 0).all()  # dark pixels of the ramp, normalised

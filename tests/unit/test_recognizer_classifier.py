@@ -23,7 +23,11 @@ def test_arcface_embeds_as_the_reference_and_normalises():
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert np.abs(emb - pooled_arcface_reference(np.stack(batch))).max() < 1e-5
     assert adapter.dimension == 32
-    assert adapter.crop_spec.size == (112, 112) and adapter.crop_spec.template == ARCFACE_TEMPLATE_112
+    spec = adapter.crop_spec
+    assert spec.size == (112, 112) and spec.template[:5] == ARCFACE_TEMPLATE_112
+    # The sixth point, for detectors that give the mouth's centre: between the corners.
+    assert spec.points[5] == "mouth_center"
+    np.testing.assert_allclose(spec.template[5], np.mean(ARCFACE_TEMPLATE_112[3:5], axis=0))
     assert adapter.embed([]).shape[0] == 0
     assert model.describe()["provider"] == "CPUExecutionProvider"
 
