@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.arcface import ArcFace
 from models.base import Adapter
+from models.blazeface import BlazeFace
 from models.dlib_resnet import DlibResNetRecognizer
 from models.errors import ModelLoadError, UnknownFamilyError
 from models.image_classifier import ImageClassifier, locate_hf_model
@@ -27,7 +28,7 @@ from models.yolov10 import Yolov10
 from models.yolov8_face import Yolov8Face
 
 FAMILIES: dict[str, type[Adapter]] = {
-    cls.family: cls for cls in (MTCNNDetector, Yolov8Face, Yolov10, Scrfd, DlibResNetRecognizer, ArcFace, ImageClassifier)
+    cls.family: cls for cls in (MTCNNDetector, BlazeFace, Yolov8Face, Yolov10, Scrfd, DlibResNetRecognizer, ArcFace, ImageClassifier)
 }
 
 

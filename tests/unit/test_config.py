@@ -43,6 +43,18 @@ def test_unknown_keys_and_wrong_roles_are_refused():
         FacegraphConfig.model_validate({"detector": {"model": {"family": "arcface", "fixture": "pooled-arcface"}}})
 
 
+def test_a_recognizer_that_cannot_align_on_the_detectors_points_is_refused(monkeypatch):
+    from models.blazeface import BlazeFace
+
+    both = {"detector": {"model": {"family": "blazeface", "pack": "blazeface"}}, "recognizer": {"model": {"family": "arcface", "fixture": "pooled-arcface"}}}
+    FacegraphConfig.model_validate(both)  # eyes, nose and mouth centre: ArcFace's template has them
+    monkeypatch.setattr(BlazeFace, "landmarks", ("nose", "mouth_center"))
+    with pytest.raises(ValidationError, match="recognizer 'arcface' cannot align faces from detector 'blazeface'.*both eyes"):
+        FacegraphConfig.model_validate(both)
+    # Box crops (a deepfake classifier) need no landmarks.
+    FacegraphConfig.model_validate({**both, "recognizer": None, "deepfake": {"model": {"family": "image-classifier", "fixture": "rgb-classifier"}}})
+
+
 def test_autoscaling_replaces_a_fixed_replica_count():
     options = DeploymentConfig(autoscaling_config={"min_replicas": 1, "max_replicas": 4}).serve_options()
     assert "num_replicas" not in options and options["autoscaling_config"]["max_replicas"] == 4

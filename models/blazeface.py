@@ -1,0 +1,242 @@
+"""BlazeFace (MediaPipe's face detectors): SSD anchors, boxes and six keypoints, weighted NMS.
+
+Decoding follows MediaPipe's own graph configuration for these models
+(``face_detection_*_common.pbtxt``): the picture is letterboxed, centred on black,
+into the square input with pixels in [-1, 1]; each anchor regresses a box centre and
+size and six keypoints, in input pixels relative to the anchor's centre (anchors
+have a fixed unit size); scores are clipped to +-100 and passed through a sigmoid;
+overlapping detections (IoU > 0.3) are merged by MediaPipe's weighted NMS.
+
+The full-range model sees 192 x 192 pixels, so small faces in large pictures fall
+below what it can find. ``tile_above`` runs such pictures also as overlapping
+tiles (``tiles`` x ``tiles``, each ``tile_fraction`` of the side) and merges every
+detection with the same weighted NMS; a tile's detection that touches a tile edge
+inside the picture is dropped (the face is whole in the picture or another tile).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from models.base import Detector, FamilySettings, TensorSig, fixed_batch, run_batched, signature_error
+from models.errors import ImageError
+from models.geometry import Letterbox, letterbox, weighted_nms
+from models.types import Face
+
+# MediaPipe's anchor layouts (SsdAnchorsCalculator options), by input size and anchor count:
+# one entry per feature map, (stride, anchors per cell).
+ANCHOR_LAYOUTS: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {
+    (192, 2304): ((4, 1),),  # full range: 48 x 48 cells
+    (128, 896): ((8, 2), (16, 6)),  # short range / front camera
+    (256, 896): ((16, 2), (32, 6)),  # back camera
+}
+# Keypoints in the model's order are the subject's right eye, left eye, nose tip, mouth centre,
+# right and left ear tragion: in a picture (not mirrored) the subject's right is the image's left.
+KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_center", "left_ear", "right_ear")
+SCORE_CLIP = 100.0
+# A tile detection that comes within this share of its own size of an inner tile edge is taken as
+# cut by it (the detector frames the visible part of a cut face, so the box need not touch the edge).
+EDGE_MARGIN = 0.2
+
+
+class BlazeFaceSettings(FamilySettings):
+    """Thresholds, and when and how much to tile.
+
+    Defaults chosen by ``facegraph bench-detectors`` (README, "Detectors"): the cheapest
+    setting that finds every face MTCNN finds on the marked photos, framed in larger
+    pictures too, without a false detection. MediaPipe's own threshold, 0.5, missed an
+    aligned 112 px face crop; whole pictures alone miss faces under about 7 % of the
+    picture's longer side, 2 x 2 tiles under about 5 %.
+    """
+
+    score_threshold: float = Field(0.4, ge=0.0, le=1.0)
+    nms_iou: float = Field(0.3, gt=0.0, le=1.0)
+    max_faces: int = Field(100, ge=1)
+    # Also run pictures whose longer side exceeds this many pixels as tiles (None: never tile).
+    tile_above: int | None = Field(1280, ge=1)
+    tiles: int = Field(3, ge=2, le=4)
+    tile_fraction: float = Field(0.625, gt=0.0, lt=1.0)
+    # How the picture is shrunk to the model's input: area averaging, or bilinear as MediaPipe's GPU path.
+    interpolation: Literal["area", "linear"] = "area"
+
+
+def _cpu_call_size(session) -> int | None:
+    """Windows per call on ONNX Runtime's CPU provider: as many as it has threads.
+
+    Measured (2-core build machine, ten 192 px windows): one call of 10 took 80 ms on
+    1 thread against 48 ms as 10 calls of 1, and 39 ms on 2 threads as 5 calls of 2;
+    larger batches spill out of the CPU's caches. Other providers take the whole batch.
+    """
+    try:
+        if session.get_providers()[0] != "CPUExecutionProvider":
+            return None
+        return max(1, int(session.get_session_options().intra_op_num_threads))
+    except AttributeError:  # a fake session in tests
+        return None
+
+
+@lru_cache(maxsize=8)
+def anchors(size: int, count: int) -> np.ndarray:
+    """(count, 2) anchor centres in input pixels, in the model's output order."""
+    layout = ANCHOR_LAYOUTS[(size, count)]
+    centres = []
+    for stride, per_cell in layout:
+        cells = size // stride
+        ys, xs = np.mgrid[:cells, :cells]
+        grid = (np.stack([xs, ys], axis=-1).reshape(-1, 2) + 0.5) * stride
+        centres.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def tile_windows(width: int, height: int, tiles: int, fraction: float) -> list[tuple[int, int, int, int]]:
+    """The whole picture and ``tiles`` x ``tiles`` overlapping windows (x1, y1, x2, y2), evenly spread."""
+    tw, th = max(1, round(width * fraction)), max(1, round(height * fraction))
+    xs = np.linspace(0, width - tw, tiles).round().astype(int)
+    ys = np.linspace(0, height - th, tiles).round().astype(int)
+    return [(0, 0, width, height)] + [(int(x), int(y), int(x) + tw, int(y) + th) for y in ys for x in xs]
+
+
+class BlazeFace(Detector):
+    """One input (N, 3, S, S) or (N, S, S, 3); outputs regressors (N, A, 16) and scores (N, A, 1)."""
+
+    family = "blazeface"
+    Settings = BlazeFaceSettings
+    landmarks = KEYPOINTS
+
+    def __init__(self, sessions, settings=None, **resources):
+        super().__init__(sessions, settings, **resources)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        expected_in = [TensorSig(4, (None, 3, None, None), "input")]
+        expected_out = [TensorSig(3, (None, None, 16), "regressors"), TensorSig(3, (None, None, 1), "classificators")]
+        shape = list(inputs[0].shape or []) if len(inputs) == 1 else []
+        self.channels_last = len(shape) == 4 and shape[3] == 3 and shape[1] != 3
+        side = shape[1:3] if self.channels_last else shape[2:4]
+        by_last = {(o.shape or [None])[-1]: i for i, o in enumerate(outputs) if len(o.shape or []) == 3}
+        count = (outputs[by_last[16]].shape or [None, None])[1] if 16 in by_last else None
+        known = len(side) == 2 and side[0] == side[1] and (side[0], count) in ANCHOR_LAYOUTS
+        if len(outputs) != 2 or set(by_last) != {16, 1} or not known:
+            layouts = ", ".join(f"{s}x{s} input with {n} anchors" for s, n in ANCHOR_LAYOUTS)
+            raise signature_error(self.family, expected_in, expected_out, self.session, f"expected one of: {layouts}")
+        self.size, self.count = int(side[0]), int(count)
+        self.box_output, self.score_output = by_last[16], by_last[1]
+        self.input_name = inputs[0].name
+        self.fixed_one = fixed_batch(self.session)
+        self.anchors = anchors(self.size, self.count)
+        self.call_size = _cpu_call_size(self.session)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The batch in calls of ``call_size`` windows (all at once off the CPU)."""
+        if self.call_size is None or len(batch) <= self.call_size:
+            return run_batched(self.session, self.input_name, batch, self.fixed_one)
+        parts = [run_batched(self.session, self.input_name, batch[i : i + self.call_size], self.fixed_one) for i in range(0, len(batch), self.call_size)]
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+    def windows(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """The whole picture, and past ``tile_above`` its tiles: (x1, y1, x2, y2) in its pixels.
+
+        Each tile is shrunk to the model's input from the original pixels. Cutting the tiles
+        from one shrunk copy of the picture was 25 % faster on 1920 px pictures, but moved the
+        tiles by a fraction of a model pixel, and a hand and a shoulder on the framed group
+        photos then scored as faces.
+        """
+        height, width = image.shape[:2]
+        s = self.settings
+        if s.tile_above is not None and max(height, width) > s.tile_above:
+            return tile_windows(width, height, s.tiles, s.tile_fraction)
+        return [(0, 0, width, height)]
+
+    @staticmethod
+    def letterboxed(windows: Sequence[np.ndarray], size: int, interpolation: str) -> tuple[np.ndarray, list[Letterbox]]:
+        """(N, 3, size, size) float32: each window letterboxed, centred on black, pixels in [-1, 1]."""
+        batch = np.empty((len(windows), 3, size, size), np.float32)
+        boxes = []
+        interp = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_LINEAR
+        for i, window in enumerate(windows):
+            canvas, box = letterbox(window, size, size, pad_value=0, interpolation=interp)
+            batch[i] = canvas.transpose(2, 0, 1)
+            boxes.append(box)
+        batch *= 1 / 127.5
+        batch -= 1.0
+        return batch, boxes
+
+    def preprocess(self, windows: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        """The model's input batch, in its layout, and each window's letterbox."""
+        batch, boxes = self.letterboxed(windows, self.size, self.settings.interpolation)
+        return (np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) if self.channels_last else batch), boxes
+
+    def decode(self, regressors: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One window's candidates above the threshold: boxes (N, 4) in input pixels, scores (N,), points (N, 6, 2)."""
+        # float64: exp(100) overflows float32.
+        probability = 1 / (1 + np.exp(-np.clip(scores[:, 0].astype(np.float64), -SCORE_CLIP, SCORE_CLIP)))
+        keep = np.flatnonzero(probability >= self.settings.score_threshold)
+        raw, centres = regressors[keep], self.anchors[keep]
+        centre, half = raw[:, 0:2] + centres, raw[:, 2:4] / 2
+        boxes = np.concatenate([centre - half, centre + half], axis=1)
+        points = raw[:, 4:16].reshape(-1, 6, 2) + centres[:, None, :]
+        valid = (half > 0).all(axis=1)
+        return boxes[valid], probability[keep][valid].astype(np.float32), points[valid]
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        if not images:
+            return []
+        owners, origins, crops = [], [], []
+        for i, image in enumerate(images):
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ImageError(f"picture {i}: expected an RGB (H, W, 3) array, got shape {image.shape}")
+            for x1, y1, x2, y2 in self.windows(image):
+                owners.append(i)
+                origins.append((x1, y1, x2, y2))
+                crops.append(image[y1:y2, x1:x2])
+        batch, boxes = self.preprocess(crops)
+        outputs = self._run(batch)
+        regressors, scores = outputs[self.box_output], outputs[self.score_output]
+        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
+        for k, (owner, window, box) in enumerate(zip(owners, origins, boxes)):
+            # Each window's own MediaPipe result first; the windows' faces are merged below.
+            b, p, pts = weighted_nms(*self.decode(regressors[k], scores[k]), self.settings.nms_iou)
+            b, pts = box.boxes_to_original(b, window[2] - window[0], window[3] - window[1], clip=False), box.points_to_original(pts)
+            shift = np.array(window[:2], np.float32)
+            b, pts = b + np.tile(shift, 2), pts + shift
+            height, width = np.asarray(images[owner]).shape[:2]
+            if window != (0, 0, width, height):
+                cut = self._cut_by_inner_edge(b, window, width, height)
+                b, p, pts = b[~cut], p[~cut], pts[~cut]
+            found[owner].append((b, p, pts))
+        return [self._merge(parts, np.asarray(image).shape[1], np.asarray(image).shape[0]) for parts, image in zip(found, images)]
+
+    @staticmethod
+    def _cut_by_inner_edge(boxes: np.ndarray, window, width: int, height: int) -> np.ndarray:
+        """Which of a tile's boxes reach an edge of the tile that lies inside the picture."""
+        x1, y1, x2, y2 = window
+        mx, my = EDGE_MARGIN * (boxes[:, 2] - boxes[:, 0]), EDGE_MARGIN * (boxes[:, 3] - boxes[:, 1])
+        cut = np.zeros(len(boxes), bool)
+        if x1 > 0:
+            cut |= boxes[:, 0] <= x1 + mx
+        if y1 > 0:
+            cut |= boxes[:, 1] <= y1 + my
+        if x2 < width:
+            cut |= boxes[:, 2] >= x2 - mx
+        if y2 < height:
+            cut |= boxes[:, 3] >= y2 - my
+        return cut
+
+    def _merge(self, parts, width: int, height: int) -> list[Face]:
+        boxes = np.concatenate([b for b, _, _ in parts])
+        scores = np.concatenate([p for _, p, _ in parts])
+        points = np.concatenate([pts for _, _, pts in parts])
+        if len(parts) > 1:  # the same face seen by several windows becomes one
+            boxes, scores, points = weighted_nms(boxes, scores, points, self.settings.nms_iou)
+        faces = []
+        for box, score, pts in zip(boxes[: self.settings.max_faces], scores, points):
+            x1, x2 = np.clip(box[[0, 2]], 0, width)
+            y1, y2 = np.clip(box[[1, 3]], 0, height)
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                continue
+            faces.append(Face(bbox=(float(x1), float(y1), float(x2), float(y2)), score=float(score), landmarks=pts.astype(np.float32), points=KEYPOINTS))
+        return faces
