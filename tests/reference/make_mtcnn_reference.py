@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from throwaway import cli
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("mtcnn==1.0.0", "tensorflow-cpu==2.21.0")
@@ -123,15 +124,7 @@ def inner(feed: Path, result: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv", default="/tmp/facegraph-mtcnn-ref", help="throwaway virtualenv for mtcnn + TensorFlow")
-    parser.add_argument("--out", default=str(REPO / "tests" / "data" / "mtcnn_reference.npz"))
-    parser.add_argument("--inner", nargs=2, metavar=("FEED", "RESULT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner:
-        inner(Path(args.inner[0]), Path(args.inner[1]))
-    else:
-        outer(args)
+    cli(__doc__, "/tmp/facegraph-mtcnn-ref", "mtcnn + TensorFlow", REPO / "tests" / "data" / "mtcnn_reference.npz", outer, inner)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Reference values come from LiteRT and the package's own decoding
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import numpy as np
@@ -19,6 +18,7 @@ from models.errors import ImageError, SignatureError
 from models.geometry import crop_face, iou, weighted_nms
 from models.pack.blazeface_weights import MODELS
 from models.runtime import RuntimeOptions, create_session
+from tests.pack import load_reference
 from tests.blazeface_pack import (  # noqa: F401  (session fixtures)
     REFERENCE_FILE,
     SIZES,
@@ -31,10 +31,7 @@ from tests.blazeface_pack import (  # noqa: F401  (session fixtures)
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(REFERENCE_FILE, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays["meta"] = json.loads(str(arrays["meta"]))
-    return arrays
+    return load_reference(REFERENCE_FILE)
 
 
 @pytest.fixture(scope="module")

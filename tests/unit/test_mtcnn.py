@@ -6,7 +6,6 @@ Reference values come from the package's own TensorFlow pipeline
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from models.errors import ImageError, ModelLoadError, SignatureError
 from models.geometry import iou
 from models.mtcnn import MTCNNDetector, canvases, pyramid
 from models.registry import family_class
+from tests.pack import load_reference
 from tests.mtcnn_pack import (  # noqa: F401  (session fixtures)
     REFERENCE_FILE,
     astronaut_variants,
@@ -31,10 +31,7 @@ PARAMETERS = {"pnet": 6_632, "rnet": 100_178, "onet": 389_040}
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(REFERENCE_FILE, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays["meta"] = json.loads(str(arrays["meta"]))
-    return arrays
+    return load_reference(REFERENCE_FILE)
 
 
 @pytest.fixture(scope="module")
