@@ -30,8 +30,16 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out", help="directory for results.json, report.md and plots")
     bench.add_argument("--config", help="a Serve config YAML (default: the built-in default config)")
     bench.add_argument("--profile", action="store_true", help="py-spy the proxy, ingress and replicas during the 16-client HTTP run")
+    bench.add_argument(
+        "--baseline",
+        help="a second Serve config YAML measured on the same pictures (its detector, in-process, graph at 16 clients), "
+        "e.g. benchmarks/mtcnn-full-resolution.yaml; results.json's ratios.vs_baseline compares the two",
+    )
+    bench.add_argument("--photos", help="folder of the marked real photos (default: ../shared/photos beside the repository)")
     bench.set_defaults(func=_bench)
+    from benchmarks.detectors import add_parser as add_detectors_parser
     from benchmarks.gallery_bench import add_parser as add_gallery_parser
 
     add_gallery_parser(sub)
+    add_detectors_parser(sub)
     return bench

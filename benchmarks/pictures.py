@@ -8,6 +8,8 @@ rectangle edge is left for a detector to latch on to. Sizes run from 640 to 1920
 
 Fixture detectors (``square-*``) find bright squares, not faces: for them the same
 layouts carry white squares on a darkened background instead (``style="squares"``).
+Beside them, the marked real photos (:mod:`benchmarks.photos`) join the mix as they
+are (``style="photo"``) when their folder is there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from models.imaging import decode_image, encode_jpeg
 
-Style = Literal["faces", "squares"]
+Style = Literal["faces", "squares", "photo"]
 FACE_COUNTS = (0, 1, 3, 8)
 WIDTHS = (640, 960, 1280, 1920)
 # Head patches: (source, patch x1, y1, x2, y2, face box inside the source x1, y1, x2, y2).
@@ -40,11 +42,11 @@ class Picture:
 
     Attributes:
         name: stable id, e.g. ``"p03-3f-1280x720"``.
-        jpeg: the encoded picture (quality 90).
+        jpeg: the encoded picture (JPEG quality 90; a photo's own JPEG file).
         width, height: pixels.
         faces: how many faces (or squares) were pasted.
         boxes: where they are, (x1, y1, x2, y2) picture pixels, one per pasted face.
-        style: ``"faces"`` or ``"squares"``.
+        style: ``"faces"``, ``"squares"`` or ``"photo"``.
     """
 
     name: str
@@ -170,6 +172,20 @@ def picture_mix(count: int = 16, style: Style = "faces", seed: int = 0) -> list[
         height = width * 9 // 16 if (i // 2) % 2 == 0 else width * 3 // 4
         pictures.append(compose(i, faces, width, height, style, seed))
     return pictures
+
+
+def photo_pictures(folder=None) -> list[Picture]:
+    """The marked JPEG photos found in ``folder`` (default ``../shared/photos``), as benchmark pictures."""
+    from benchmarks.photos import load_photos
+
+    out = []
+    for photo in load_photos(folder)[0]:
+        if not photo.data.startswith(b"\xff\xd8"):
+            continue  # the 112 px aligned crop (PNG) is a model input, not a picture to analyse
+        image = photo.rgb()
+        boxes = tuple(tuple(round(v) for v in box) for box in photo.faces)
+        out.append(Picture(photo.name, photo.data, image.shape[1], image.shape[0], len(boxes), boxes, "photo"))
+    return out
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:

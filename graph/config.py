@@ -132,19 +132,20 @@ class FacegraphConfig(_Strict):
 
     name: str = "facegraph"
     model_cache: str | None = None
-    # The default pack (``facegraph models build``): MTCNN and dlib's ResNet, shaped for a 2-core machine
-    # by `facegraph bench` (README, Performance): MTCNN is most of the work and gains nothing from
-    # batching, so two detector replicas use both cores; batches take what is queued without waiting.
+    # The default pack (``facegraph models build``): BlazeFace and dlib's ResNet. The detector was chosen
+    # by `facegraph bench-detectors`, the shape for a 2-core machine by `facegraph bench` (README,
+    # Detectors and Performance): two single-threaded detector replicas (decoding is now most of their
+    # work), the recognizer on most of a core; batches take what is queued without waiting.
     detector: StageConfig = Field(
         default_factory=lambda: StageConfig(
-            model=ModelSpec(family="mtcnn", pack="mtcnn", intra_op_threads=2),
-            deployment=DeploymentConfig(num_replicas=2, num_cpus=0.75, batching=Batching(max_batch_size=4, batch_wait_timeout_s=0.0)),
+            model=ModelSpec(family="blazeface", pack="blazeface"),
+            deployment=DeploymentConfig(num_replicas=2, num_cpus=0.5, batching=Batching(max_batch_size=4, batch_wait_timeout_s=0.0)),
         )
     )
     recognizer: StageConfig | None = Field(
         default_factory=lambda: StageConfig(
             model=ModelSpec(family="dlib-resnet", pack="dlib-resnet"),
-            deployment=DeploymentConfig(num_cpus=0.25, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.0)),
+            deployment=DeploymentConfig(num_cpus=0.75, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.0)),
         )
     )
     deepfake: StageConfig | None = None
