@@ -25,7 +25,7 @@ from models.registry import pack_file
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 
 
 @dataclass(frozen=True)

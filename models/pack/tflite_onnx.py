@@ -73,7 +73,8 @@ class _Converter:
 
     def node(self, op: str, inputs: list[str], out: str | None = None, **attrs) -> str:
         out = out or f"{op.lower()}.{len(self.nodes)}"
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        # Named nodes: tools that insert nodes (the float16 converter's casts) derive names from them.
+        self.nodes.append(helper.make_node(op, inputs, [out], name=f"{op}_{len(self.nodes)}", **attrs))
         return out
 
     def activation(self, x: str, fused: int) -> str:

@@ -215,3 +215,15 @@ def test_alignment_uses_the_points_blazeface_gives(detector):
     arc = crop_face(image, faces[0], CropSpec("landmarks", (112, 112), TEMPLATE_112, points=TEMPLATE_POINTS))
     assert chip.shape == (150, 150, 3) and arc.shape == (112, 112, 3)
     assert chip.std() > 20 and arc.std() > 20  # a face, not the black border
+
+
+def test_the_float16_variant_converts_and_finds_the_same_faces(blazeface_models, detector):
+    """Every node is named: the float16 converter names its casts after them (unnamed nodes collided)."""
+    from onnxconverter_common import float16
+
+    half = float16.convert_float_to_float16(blazeface_models["full_range"], keep_io_types=True)
+    session, _ = create_session(half.SerializeToString(), RuntimeOptions(device="cpu"))
+    image = pictures()["astronaut"]
+    (want,), (got,) = detector.detect([image]), BlazeFace({"model": session}).detect([image])
+    assert len(got) == len(want) == 1
+    assert iou(np.array(got[0].bbox), np.array(want[0].bbox))[0, 0] > 0.99
