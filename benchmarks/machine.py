@@ -14,6 +14,7 @@ from pathlib import Path
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
 NAMESPACE_HINT = (
     "RAY_USAGE_STATS_ENABLED=0 unshare -n -p -f --mount-proc sh -c "
     "'ip link set lo up && .venv/bin/facegraph bench --out bench-out'"
@@ -46,6 +47,13 @@ def interfaces_up() -> dict[str, bool]:
             if flags & IFF_UP:
                 up[name] = bool(flags & IFF_LOOPBACK)
     return up
+
+
+def loopback_up(name: str = "lo") -> None:
+    """Bring the loopback interface up (root), as ``ip link set lo up`` does, where ``ip`` is not installed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        flags = _flags(sock, name)
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", name.encode()[:15], flags | IFF_UP))
 
 
 def require_loopback_only() -> None:

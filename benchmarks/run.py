@@ -163,8 +163,12 @@ def _verification(checks, style: str) -> dict:
     }
 
 
-def _measure_graph(config: FacegraphConfig, pictures, levels, phase, progress: bool, profile=None) -> tuple[dict, dict]:
-    """Start the graph for one config, load it, stop it: (runs by mode, Ray facts)."""
+def _measure_graph(config: FacegraphConfig, pictures, levels, phase, progress: bool, profile=None, probe=None) -> tuple[dict, dict]:
+    """Start the graph for one config, load it, stop it: (runs by mode, Ray facts).
+
+    ``probe(graph)``, when given, runs after the load while the graph is still up (e.g. to read
+    each replica's GPU memory); what it returns is kept under the facts' ``probe``.
+    """
     from benchmarks.graph_bench import GraphBench
 
     graph = GraphBench(config, pictures)
@@ -172,9 +176,13 @@ def _measure_graph(config: FacegraphConfig, pictures, levels, phase, progress: b
     try:
         modes = ("http", "handle") if len(levels) > 1 else ("http",)
         runs = asyncio.run(graph.measure(levels, phase, modes=modes, progress=progress, profile=profile))
+        probed = probe(graph) if probe is not None else None
     finally:
         graph.stop()
-    return runs, {**graph.resources, "startup_s": graph.startup_s, "replicas": runs.pop("replicas", {})}
+    facts = {**graph.resources, "startup_s": graph.startup_s, "replicas": runs.pop("replicas", {})}
+    if probe is not None:
+        facts["probe"] = probed
+    return runs, facts
 
 
 def _baseline(config: FacegraphConfig, name: str, pictures, photos, plan: Plan, progress: bool) -> dict:
@@ -211,12 +219,19 @@ def run_bench(
     profile: bool = False,
     baseline: tuple[str, FacegraphConfig] | None = None,
     photos: Path | None = None,
+    plan: Plan | None = None,
+    detectors: bool = True,
+    probe=None,
 ) -> dict:
-    """Every part of the benchmark, in an order that keeps them from sharing the CPU."""
+    """Every part of the benchmark, in an order that keeps them from sharing the CPU.
+
+    ``plan`` overrides the quick or full plan; ``detectors`` runs the bench-detectors table;
+    ``probe`` is handed to the graph run (see ``_measure_graph``).
+    """
     from benchmarks.chain import ServiceChain
     from benchmarks.inprocess import bench_inprocess
 
-    plan = QUICK_PLAN if quick else FULL_PLAN
+    plan = plan or (QUICK_PLAN if quick else FULL_PLAN)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = machine.machine_info()
     started = time.perf_counter()
@@ -241,7 +256,7 @@ def run_bench(
     t = lap("models", t)
 
     detectors = None
-    if config.detector.model.pack:
+    if detectors and config.detector.model.pack:
         from benchmarks.detectors import bench_detectors
 
         _say("[bench] every pack detector on marked photos and composed pictures")
@@ -263,7 +278,7 @@ def run_bench(
 
     _say("[bench] starting Ray and the graph")
     profile_at = (max(plan.levels) if CHAIN_LEVEL not in plan.levels else CHAIN_LEVEL, out_dir / "profiles") if profile else None
-    graph_runs, ray_facts = _measure_graph(config, pictures, plan.levels, plan.phase, progress, profile_at)
+    graph_runs, ray_facts = _measure_graph(config, pictures, plan.levels, plan.phase, progress, profile_at, probe)
     t = lap("graph", t)
 
     baseline_results = None
