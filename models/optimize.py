@@ -373,15 +373,20 @@ class _Feeds(CalibrationDataReader):
         return feed
 
 
-def _to_fp16(src: Path, dst: Path) -> dict:
+def fp16_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The float16 variant (float32 inputs and outputs kept), and how many weights were clamped into float16's range."""
     from onnxconverter_common import float16
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = float16.convert_float_to_float16(onnx.load(src), keep_io_types=True)
-    onnx.save(model, dst)
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
     # The converter warns once per weight it clamps into float16's range.
-    clamped = sum("truncated" in str(w.message) for w in caught)
+    return half, sum("truncated" in str(w.message) for w in caught)
+
+
+def _to_fp16(src: Path, dst: Path) -> dict:
+    model, clamped = fp16_model(onnx.load(src))
+    onnx.save(model, dst)
     return {"keep_io_types": True, "values_clamped_to_fp16_range": clamped}
 
 

@@ -77,9 +77,9 @@ def heavy_subjects(scale: float) -> list[Subject]:
 
 def to_fp16(model: bytes) -> bytes:
     """The float16 variant as ``facegraph optimize --to fp16`` makes it (float32 inputs and outputs)."""
-    from onnxconverter_common import float16
+    from models.optimize import fp16_model
 
-    return float16.convert_float_to_float16(onnx.load_from_string(model), keep_io_types=True).SerializeToString()
+    return fp16_model(onnx.load_from_string(model))[0].SerializeToString()
 
 
 def _time(session, name: str, batch: np.ndarray, min_s: float, max_calls: int) -> tuple[int, float]:

@@ -219,9 +219,9 @@ def test_alignment_uses_the_points_blazeface_gives(detector):
 
 def test_the_float16_variant_converts_and_finds_the_same_faces(blazeface_models, detector):
     """Every node is named: the float16 converter names its casts after them (unnamed nodes collided)."""
-    from onnxconverter_common import float16
+    from models.optimize import fp16_model
 
-    half = float16.convert_float_to_float16(blazeface_models["full_range"], keep_io_types=True)
+    half, _ = fp16_model(blazeface_models["full_range"])
     session, _ = create_session(half.SerializeToString(), RuntimeOptions(device="cpu"))
     image = pictures()["astronaut"]
     (want,), (got,) = detector.detect([image]), BlazeFace({"model": session}).detect([image])
