@@ -154,7 +154,9 @@ def weighted_nms(
         cluster = remaining & (overlaps[i] > iou_threshold)
         cluster[i] = True
         remaining &= ~cluster
-        weights = scores[cluster] / scores[cluster].sum()
+        total = float(scores[cluster].sum())
+        # Scores of zero (a threshold of 0) would leave no weight: average them evenly.
+        weights = scores[cluster] / total if total > 0 else np.full(int(cluster.sum()), 1 / cluster.sum(), np.float32)
         out_boxes.append(weights @ boxes[cluster])
         out_scores.append(scores[i])
         if points is not None:
