@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from benchmarks.machine import machine_info
 from benchmarks.stats import summary_ms
-from models.gallery import GalleryIndex, GalleryStore
+from graph.identity.index import GalleryIndex
+from graph.identity.store import GalleryStore
 
 SPACE = "synthetic:0000000000000000:fp32"
 DIMENSION = 128  # dlib ResNet's embedding length

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import ray
+from ray import serve
 from ray.serve import metrics
 
 from models.registry import ModelSpec, load_model
@@ -28,12 +31,12 @@ def assigned_resources() -> tuple[float, float]:
     return float(resources.get("GPU", 0.0)), float(resources.get("CPU", 1.0))
 
 
-def rss_mb() -> float:
-    """This process's resident memory in MiB (Linux /proc; 0 elsewhere)."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory in MiB (``VmHWM``: its peak), from Linux /proc; 0 elsewhere."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
@@ -49,6 +52,26 @@ def batch_metrics(stage: str) -> tuple[metrics.Histogram, metrics.Histogram]:
     )
     latency.set_default_tags({"stage": stage})
     return batch, latency
+
+
+def replica_id() -> str:
+    """This replica's id in Serve ("" outside a replica)."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside a Serve replica (unit use)
+        return ""
+
+
+async def in_batches(method, items: Sequence, wrap: Callable[[Sequence], Any] | None = None) -> list[Any]:
+    """Call a ``@serve.batch`` method on ``items`` in pieces no larger than its live ``max_batch_size``.
+
+    One request may carry any number of faces; Serve refuses an item larger than the batch, so the
+    replica that owns the batch size splits the request itself. ``wrap`` makes a batch item of a piece. The pieces are awaited concurrently,
+    so they join batches with other requests' items. Returns each piece's result in order.
+    """
+    size = method._get_max_batch_size()
+    pieces = [items[i : i + size] for i in range(0, len(items), size)]
+    return list(await asyncio.gather(*(method(wrap(p) if wrap else p) for p in pieces)))
 
 
 def apply_batching(method, user_config: dict) -> None:
@@ -75,6 +98,9 @@ class ModelReplica:
             role=self.role,
         )
         self.adapter = self.loaded.adapter
+        described = self.loaded.describe()
+        # What this replica runs, as every answer it takes part in reports it.
+        self.model: dict[str, Any] = {k: described.get(k) for k in ("family", "source", "variant", "provider", "device")}
         self.gpu_fraction = gpu_fraction
         self.warmup_ms: float | None = None
         self.warmup_error: str | None = None
@@ -144,6 +170,7 @@ class ModelReplica:
         return {
             **self.loaded.describe(),
             "gpu_fraction": self.gpu_fraction,
+            "replica_id": replica_id(),
             "replica_pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],

@@ -8,8 +8,9 @@ import time
 import numpy as np
 from ray import serve
 
-from deployments.base import ModelReplica
-from models.pipeline import classify_batch
+from deployments.base import ModelReplica, in_batches
+from deployments.wire import Verdicts
+from models.pipeline import check_crops, classify_batch
 from models.types import Classification
 
 
@@ -19,13 +20,19 @@ class DeepfakeClassifier(ModelReplica):
     stage = "deepfake"
 
     def batch_method(self):
-        return self.classify
+        return self.classify_crops
 
     def crop_spec(self):
         return self.adapter.crop_spec
 
+    async def classify(self, crops: np.ndarray) -> Verdicts:
+        """Any number of one request's crops (F, H, W, 3): one verdict each."""
+        check_crops(crops, self.adapter.crop_spec, self.stage)
+        parts = await in_batches(self.classify_crops, crops) if len(crops) else []
+        return Verdicts([row for part in parts for row in part], self.model)
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda groups: sum(len(g) for g in groups))
-    async def classify(self, groups: list[np.ndarray]) -> list[list[Classification]]:
+    async def classify_crops(self, groups: list[np.ndarray]) -> list[list[Classification]]:
         started = time.perf_counter()
         out = await asyncio.to_thread(classify_batch, self.adapter, groups)
         self.record(sum(len(g) for g in groups), started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import numpy as np
 from ray import serve
@@ -20,6 +21,7 @@ class Detector(ModelReplica):
     def __init__(self, spec: dict, cache_dir: str, max_pixels: int):
         super().__init__(spec, cache_dir)
         self.max_pixels = max_pixels
+        self.model["landmarks"] = self.loaded.describe().get("landmarks")
 
     def batch_method(self):
         return self.detect
@@ -30,7 +32,7 @@ class Detector(ModelReplica):
         # Off the event loop, so the next batch keeps forming while this one runs.
         replies = await asyncio.to_thread(detect_batch, self.adapter, requests, self.max_pixels)
         self.record(len(requests), started)
-        return replies
+        return [replace(reply, model=self.model) for reply in replies]
 
     def probe(self) -> None:
         # Cheaper than a warm-up frame: health checks run every few seconds.

@@ -5,26 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 from ray import serve
 
-from deployments.base import apply_batching, batch_metrics, rss_mb
-from models.gallery import GalleryError, GalleryIndex, GalleryStore, Match, Metric, compare, is_match
+from deployments.base import apply_batching, batch_metrics, in_batches, rss_mb
+from deployments.wire import SearchRequest
+from graph.identity.index import GalleryIndex, search_batch
+from graph.identity.store import GalleryError, GalleryStore
+from models.embedding import Match, Metric, distances, is_match, similarities
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    """One picture's face embeddings (F, D) to identify in one embedding space."""
-
-    embeddings: np.ndarray
-    space: str
-    metric: Metric
-    top_k: int
-    threshold: float
 
 
 @serve.deployment
@@ -38,7 +30,7 @@ class Gallery:
         logger.info("gallery replica opened its database")
 
     def reconfigure(self, user_config: dict) -> None:
-        apply_batching(self.search, user_config)
+        apply_batching(self.search_faces, user_config)
 
     def _index(self, space: str, metric: Metric) -> GalleryIndex:
         index = self.indexes.get(space)
@@ -75,41 +67,29 @@ class Gallery:
                     f"subject has no face enrolled with the current recognizer ({space}); enrolled with: {others}. Enroll again.",
                     "embedding_space_mismatch",
                 )
-            scored = [compare(embedding, face, metric) for face in faces]
-            distance, similarity = min(scored)
-            return Match(subject_id, subject["name"], distance, similarity, is_match(distance, metric, threshold))
+            found = distances(faces, embedding[None], metric)
+            i = int(np.argmin(found))
+            distance, similarity = float(found[i]), float(similarities(faces[i], embedding))
+            return Match(subject_id, subject["name"], distance, similarity, bool(is_match(distance, metric, threshold)))
 
         return await asyncio.to_thread(best)
 
+    async def search(self, request: SearchRequest) -> list[list[Match]]:
+        """Per face of one picture (any number of faces): the top-k subjects, closest first."""
+        if not len(request.embeddings):
+            return []
+        parts = await in_batches(self.search_faces, request.embeddings, lambda rows: replace(request, embeddings=rows))
+        return [row for part in parts for row in part]
+
+    # A batch is capped by faces: ``search`` cuts a picture's faces into pieces that fit.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, batch_size_fn=lambda rs: sum(len(r.embeddings) for r in rs))
-    async def search(self, requests: list[SearchRequest]) -> list[list[list[Match]]]:
+    async def search_faces(self, requests: list[SearchRequest]) -> list[list[list[Match]]]:
         """Per request, per face: the top-k subjects. One matrix product per space and batch."""
         started = time.perf_counter()
-        out = await asyncio.to_thread(self._search_batch, requests)
+        out = await asyncio.to_thread(search_batch, self._index, requests)
         self.m_batch.observe(sum(len(r.embeddings) for r in requests))
         self.m_latency.observe((time.perf_counter() - started) * 1000)
         return out
-
-    def _search_batch(self, requests: list[SearchRequest]) -> list[list[list[Match]]]:
-        results: list[list[list[Match]]] = [[] for _ in requests]
-        for space in {r.space for r in requests}:
-            members = [i for i, r in enumerate(requests) if r.space == space and len(r.embeddings)]
-            if not members:
-                continue
-            index = self._index(space, requests[members[0]].metric)
-            queries = np.concatenate([requests[i].embeddings for i in members])
-            k = max(requests[i].top_k for i in members)
-            found = index.search(queries, k, threshold=0.0)
-            start = 0
-            for i in members:
-                request = requests[i]
-                rows = found[start : start + len(request.embeddings)]
-                start += len(request.embeddings)
-                results[i] = [
-                    [Match(m.subject_id, m.name, m.distance, m.similarity, is_match(m.distance, request.metric, request.threshold)) for m in row[: request.top_k]]
-                    for row in rows
-                ]
-        return results
 
     async def stats(self, space: str, metric: Metric) -> dict:
         """Subjects, faces searchable in ``space`` and faces enrolled with other recognizers."""

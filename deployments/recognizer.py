@@ -8,9 +8,10 @@ import time
 import numpy as np
 from ray import serve
 
-from deployments.base import ModelReplica
-from models.gallery import EmbeddingSpace
-from models.pipeline import embed_batch
+from deployments.base import ModelReplica, in_batches
+from deployments.wire import Embeddings
+from models.embedding import EmbeddingSpace
+from models.pipeline import check_crops, embed_batch
 
 
 @serve.deployment
@@ -18,26 +19,36 @@ class Recognizer(ModelReplica):
     role = "recognizer"
     stage = "recognizer"
 
-    def batch_method(self):
-        return self.embed
-
-    def crop_spec(self):
-        return self.adapter.crop_spec
-
-    def info(self) -> dict:
-        """The embedding space this replica produces, and how its embeddings are compared."""
-        space = EmbeddingSpace(
+    def __init__(self, spec: dict, cache_dir: str):
+        super().__init__(spec, cache_dir)
+        self.space = EmbeddingSpace(
             family=self.loaded.spec.family,
             digest=self.loaded.digest,
             variant=self.loaded.spec.variant,
             dimension=self.adapter.dimension,
             metric=self.adapter.metric,
         )
-        return {"space": space, "match_threshold": self.adapter.match_threshold}
 
-    # A batch is capped by faces, not requests: one request may carry many faces.
+    def batch_method(self):
+        return self.embed_crops
+
+    def crop_spec(self):
+        return self.adapter.crop_spec
+
+    def info(self) -> dict:
+        """The embedding space this replica produces, and how its embeddings are compared."""
+        return {"space": self.space, "match_threshold": self.adapter.match_threshold}
+
+    async def embed(self, crops: np.ndarray) -> Embeddings:
+        """Any number of one request's crops (F, H, W, 3), with the space the vectors belong to."""
+        check_crops(crops, self.adapter.crop_spec, self.stage)
+        parts = await in_batches(self.embed_crops, crops) if len(crops) else []
+        vectors = np.concatenate(parts) if parts else np.zeros((0, self.space.dimension), np.float32)
+        return Embeddings(vectors, self.space, self.adapter.match_threshold, self.model)
+
+    # A batch is capped by faces, not requests: ``embed`` splits a request into pieces that fit.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda groups: sum(len(g) for g in groups))
-    async def embed(self, groups: list[np.ndarray]) -> list[np.ndarray]:
+    async def embed_crops(self, groups: list[np.ndarray]) -> list[np.ndarray]:
         started = time.perf_counter()
         out = await asyncio.to_thread(embed_batch, self.adapter, groups)
         self.record(sum(len(g) for g in groups), started)

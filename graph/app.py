@@ -48,19 +48,7 @@ def build_app(args: dict | FacegraphConfig) -> Application:
         gallery = Gallery.options(
             name=DEPLOYMENT_NAMES["gallery"], **gallery_deployment.serve_options(gallery_deployment.batching.model_dump())
         ).bind(str(database.resolve()))
-    settings = {
-        "app_name": config.name,
-        "max_body_bytes": config.ingress.max_body_bytes,
-        "max_batch_images": config.ingress.max_batch_images,
-        "api_keys": config.api_keys(),
-        "deployments": DEPLOYMENT_NAMES,
-        "gallery": None if gallery is None else config.gallery.model_dump(include={"top_k", "threshold", "max_metadata_bytes"}),
-        "chunk_sizes": {
-            stage: getattr(config, stage).deployment.batching.max_batch_size if getattr(config, stage) else 1
-            for stage in ("recognizer", "deepfake")
-        },
-    }
     ingress_options = config.ingress.deployment.serve_options()
     return Ingress.options(name=DEPLOYMENT_NAMES["ingress"], **ingress_options).bind(
-        detector, branches["recognizer"], branches["deepfake"], settings, gallery
+        detector, branches["recognizer"], branches["deepfake"], config, config.api_keys(), DEPLOYMENT_NAMES, gallery
     )

@@ -1,13 +1,19 @@
-"""The one place where failures become HTTP answers: ``{"error": {"code", "message"}}``."""
+"""The one place where failures become API errors and HTTP answers: ``{"error": {"code", "message"}}``.
+
+:func:`as_api_error` maps any exception: our own refusals by their code, back-pressure and dead
+replicas to 503 with Retry-After, a Ray-wrapped failure by what it wraps, anything else to a 500
+that echoes nothing. The handle API raises what it returns; the HTTP handlers answer with it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -15,21 +21,38 @@ from models.errors import FacegraphError
 
 logger = logging.getLogger(__name__)
 
-# Client mistakes by error code; anything else from the models layer is a 400.
+# Every error code an answer may carry, with its status. A FacegraphError whose code is not here
+# is the service's own failure (a model that would not load, a bug): a 500.
 STATUS_BY_CODE = {
+    "bad_request": 400,
+    "invalid_image": 400,
+    "empty_image": 400,
+    "invalid_multipart": 400,
+    "invalid_request": 422,
+    "invalid_query": 422,
+    "no_face": 422,
+    "several_faces": 422,
+    "face_not_found": 422,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "not_configured": 409,
+    "embedding_space_mismatch": 409,
     "image_too_large": 413,
     "body_too_large": 413,
     "too_many_images": 413,
+    "metadata_too_large": 413,
     "unsupported_media_type": 415,
-    "invalid_query": 422,
-    "unauthorized": 401,
-    "not_found": 404,
-    "not_configured": 409,
-    "embedding_space_mismatch": 409,
+    "internal_error": 500,
+    "detection_failed": 500,
     "overloaded": 503,
     "unavailable": 503,
     "not_ready": 503,
+    # Crops cut for the model a rolling update replaced: the next try gets fresh crop sizes.
+    "crop_mismatch": 503,
+    "space_changed": 503,
 }
+INTERNAL = "the service failed to process this request"
 
 
 class ApiError(FacegraphError):
@@ -37,7 +60,7 @@ class ApiError(FacegraphError):
 
     def __init__(self, message: str, code: str = "bad_request", status: int | None = None):
         super().__init__(message, code)
-        self.status = status or STATUS_BY_CODE.get(code, 400)
+        self.status = status or STATUS_BY_CODE.get(code, 500)
 
     def __reduce__(self):  # keep code and status when Ray pickles it across processes
         return (ApiError, (self.message, self.code, self.status))
@@ -45,53 +68,72 @@ class ApiError(FacegraphError):
     def to_json(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}
 
+    def headers(self) -> dict[str, str] | None:
+        if self.status == 503:
+            return {"Retry-After": "1"}
+        if self.status == 401:
+            return {"WWW-Authenticate": "Bearer"}
+        return None
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+
+def as_api_error(exc: BaseException) -> ApiError:
+    """The API error for any exception, by its type and code, never by its text."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RayTaskError):  # raised in another deployment: judge what it wraps
+        cause = getattr(exc, "cause", None)
+        return as_api_error(cause) if isinstance(cause, BaseException) and not isinstance(cause, RayTaskError) else _internal(exc)
+    if isinstance(exc, BackPressureError):
+        return ApiError("the service is at capacity; retry shortly", "overloaded")
+    if isinstance(exc, RayActorError):
+        return ApiError("a model replica is restarting; retry shortly", "unavailable")
+    if isinstance(exc, FacegraphError) and exc.code in STATUS_BY_CODE:
+        return ApiError(exc.message, exc.code)
+    return _internal(exc)
+
+
+def _internal(exc: BaseException) -> ApiError:
+    cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else exc
+    logger.error("internal error: %s", type(cause or exc).__name__)
+    return ApiError(INTERNAL, "internal_error")
+
+
+@contextlib.contextmanager
+def mapped():
+    """Raise every failure inside as its ``ApiError`` (the handle API's callers get codes and statuses)."""
+    try:
+        yield
+    except Exception as exc:
+        raise as_api_error(exc) from None
+
+
+def error_response(error: ApiError) -> JSONResponse:
     try:
         from graph.metrics import ingress_metrics
 
-        ingress_metrics().errors.inc(tags={"code": code, "status": str(status)})
+        ingress_metrics().errors.inc(tags={"code": error.code, "status": str(error.status)})
     except Exception:  # metrics must never turn an answer into a failure
-        logger.debug("could not count error %s", code)
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+        logger.debug("could not count error %s", error.code)
+    return JSONResponse(error.to_json(), status_code=error.status, headers=error.headers())
 
 
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every exception into a JSON error."""
 
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError):
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        if exc.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        return error_response(exc.status, exc.code, exc.message, headers)
-
-    @app.exception_handler(FacegraphError)
-    async def _model(_: Request, exc: FacegraphError):
-        return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message)
-
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
         # Name the offending fields, never echo their values.
         fields = sorted({".".join(str(p) for p in err.get("loc", ())[1:]) or "request" for err in exc.errors()})
-        return error_response(422, "invalid_query", f"invalid value for: {', '.join(fields)}")
+        return error_response(ApiError(f"invalid value for: {', '.join(fields)}", "invalid_query"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return error_response(ApiError(str(exc.detail), code, exc.status_code))
 
-    @app.exception_handler(RayActorError)
-    async def _replica_gone(_: Request, exc: RayActorError):
-        # A replica died mid-request; Serve replaces it. Tell the client to retry.
-        logger.warning("a replica was unavailable: %s", type(exc).__name__)
-        return error_response(503, "unavailable", "a model replica is restarting; retry shortly", {"Retry-After": "1"})
+    async def _mapped(_: Request, exc: Exception):
+        return error_response(as_api_error(exc))
 
-    @app.exception_handler(BackPressureError)
-    async def _backpressure(_: Request, exc: BackPressureError):
-        return error_response(503, "overloaded", "the service is at capacity; retry shortly", {"Retry-After": "1"})
-
-    @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception):
-        logger.error("internal error: %s", type(exc).__name__)
-        return error_response(500, "internal_error", "the service failed to process this request")
+    # The known kinds are answered inside the app; ``Exception`` last, by Starlette's outermost layer.
+    for kind in (FacegraphError, RayTaskError, RayActorError, BackPressureError, Exception):
+        app.add_exception_handler(kind, _mapped)

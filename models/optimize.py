@@ -45,6 +45,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader
 
 from models.base import Adapter
+from models.embedding import Metric, distances, is_match, similarities
 from models.errors import FacegraphError, ModelLoadError
 from models.geometry import crop_face, iou
 from models.image_classifier import locate_hf_model
@@ -640,15 +641,11 @@ def compare_detections(reference: list[list[Face]], variant: list[list[Face]]) -
     }
 
 
-def _pair_scores(embeddings: np.ndarray, metric: str, pairs: list[tuple[int, int]]) -> np.ndarray:
-    a = embeddings[[i for i, _ in pairs]].astype(np.float64)
-    b = embeddings[[j for _, j in pairs]].astype(np.float64)
-    if metric == "euclidean":
-        return np.linalg.norm(a - b, axis=1)
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+def _pair_distances(embeddings: np.ndarray, metric: Metric, pairs: list[tuple[int, int]]) -> np.ndarray:
+    return distances(embeddings[[i for i, _ in pairs]], embeddings[[j for _, j in pairs]], metric)
 
 
-def compare_embeddings(samples: Sequence[Sample], reference: np.ndarray, variant: np.ndarray, metric: str, threshold: float) -> dict:
+def compare_embeddings(samples: Sequence[Sample], reference: np.ndarray, variant: np.ndarray, metric: Metric, threshold: float) -> dict:
     """Per-crop embedding agreement, and same/different decisions on pairs of crops.
 
     The test pairs are those whose crops both name a person: the astronaut moved about
@@ -657,7 +654,7 @@ def compare_embeddings(samples: Sequence[Sample], reference: np.ndarray, variant
     ``lfw_subset`` faces (people unknown, many near the threshold) show how often a
     borderline decision flips: ``borderline_decision_changes``, reported, not floored.
     """
-    cosine = (reference * variant).sum(1) / np.maximum(np.linalg.norm(reference, axis=1) * np.linalg.norm(variant, axis=1), 1e-12)
+    cosine = similarities(reference, variant)
     result: dict[str, Any] = {
         "crops": len(samples),
         "min_embedding_cosine": round(float(cosine.min()), 6) if len(samples) else None,
@@ -677,9 +674,8 @@ def compare_embeddings(samples: Sequence[Sample], reference: np.ndarray, variant
         result[f"{prefix}decision_changes"] = 0
         if not pairs:
             continue
-        before, after = _pair_scores(reference, metric, pairs), _pair_scores(variant, metric, pairs)
-        same_before = before < threshold if metric == "euclidean" else before >= threshold
-        same_after = after < threshold if metric == "euclidean" else after >= threshold
+        before, after = _pair_distances(reference, metric, pairs), _pair_distances(variant, metric, pairs)
+        same_before, same_after = is_match(before, metric, threshold), is_match(after, metric, threshold)
         result[f"{prefix}decision_changes"] = int((same_before != same_after).sum())
         result[f"{prefix}max_pair_score_change"] = round(float(np.abs(after - before).max()), 6)
         if not prefix:

@@ -52,7 +52,8 @@ class DetectReply:
     error: StageError | None = None
     decode_ms: float = 0.0
     detect_ms: float = 0.0
-    batch_size: int = 0
+    # What the replica that answered runs (family, source, variant, provider, device, landmarks).
+    model: dict | None = None
 
 
 def _as_rgb(image: bytes | np.ndarray, max_pixels: int) -> np.ndarray:
@@ -64,6 +65,30 @@ def _as_rgb(image: bytes | np.ndarray, max_pixels: int) -> np.ndarray:
     if array.shape[0] * array.shape[1] > max_pixels:
         raise FacegraphError(f"the image has {array.shape[0] * array.shape[1]} pixels; the limit is {max_pixels}", code="image_too_large")
     return np.ascontiguousarray(array)
+
+
+def _detect_each(detector: Detector, images: list, valid: list[int], errors: list) -> dict[int, list[Face]]:
+    """Faces per valid picture: one batch call; if it fails, each picture alone, so one bad item fails only itself."""
+    if not valid:
+        return {}
+    try:
+        return dict(zip(valid, detector.detect([images[i] for i in valid])))
+    except Exception:  # find the picture that failed: the others still get their faces
+        pass
+    found: dict[int, list[Face]] = {}
+    for i in valid:
+        try:
+            found[i] = detector.detect([images[i]])[0]
+        except Exception as exc:  # the model failed on this picture: a server-side failure of this item only
+            errors[i] = StageError("detection_failed", f"the detector failed on this picture ({type(exc).__name__})")
+    return found
+
+
+def check_crops(crops: np.ndarray, spec: CropSpec, stage: str) -> None:
+    """Refuse crops cut for another model (a rolling update changed the crop size): the caller retries."""
+    width, height = spec.size
+    if crops.ndim != 4 or crops.shape[1:] != (height, width, 3):
+        raise FacegraphError(f"the {stage} takes {width}x{height} crops; these were cut for another model", code="crop_mismatch")
 
 
 def detect_batch(detector: Detector, requests: Sequence[DetectRequest], max_pixels: int) -> list[DetectReply]:
@@ -80,15 +105,14 @@ def detect_batch(detector: Detector, requests: Sequence[DetectRequest], max_pixe
             errors.append(StageError.of(exc))
     decoded = time.perf_counter()
     valid = [i for i, image in enumerate(images) if image is not None]
-    found = detector.detect([images[i] for i in valid]) if valid else []
+    per_item = _detect_each(detector, images, valid, errors)
     detected = time.perf_counter()
-    per_item: dict[int, list[Face]] = dict(zip(valid, found))
     decode_ms = (decoded - started) * 1000 / max(len(requests), 1)
     detect_ms = (detected - decoded) * 1000
     replies = []
     for i, request in enumerate(requests):
         if errors[i] is not None:
-            replies.append(DetectReply(error=errors[i], batch_size=len(valid)))
+            replies.append(DetectReply(error=errors[i]))
             continue
         faces = per_item[i]
         if request.min_score is not None:
@@ -110,7 +134,6 @@ def detect_batch(detector: Detector, requests: Sequence[DetectRequest], max_pixe
                 crops=crops,
                 decode_ms=decode_ms,
                 detect_ms=detect_ms,
-                batch_size=len(valid),
             )
         )
     return replies

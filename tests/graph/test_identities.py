@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.gallery import GalleryStore
+from graph.identity.store import GalleryStore
 from models.imaging import encode_jpeg
 from tests.mtcnn_pack import astronaut_variants
 

@@ -7,7 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from models.gallery import GalleryError, GalleryIndex, GalleryStore, compare, is_match
+from graph.identity.index import GalleryIndex
+from graph.identity.store import GalleryError, GalleryStore
+from models.embedding import compare, is_match
 
 SPACE = "dlib-resnet:0123456789abcdef:fp32"
 

@@ -1,8 +1,8 @@
-"""The identity gallery: subjects and their face embeddings in SQLite, searched exactly in memory.
+"""The identity gallery's durable store: subjects and their face embeddings in one SQLite file.
 
-No Ray here. ``GalleryStore`` is the one place that writes; ``GalleryIndex`` is a contiguous
-matrix of one embedding space's faces that follows the store (incrementally after enrolls,
-rebuilt after erasures), so any number of readers over the same file see every committed write.
+No Ray here. ``GalleryStore`` is the one place that writes; readers (``graph.identity.index``) follow it
+through :meth:`GalleryStore.state`, so any number of them over the same file see every committed write.
+:class:`Store` is the interface a second backend implements.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
 from models.errors import FacegraphError
-
-Metric = Literal["euclidean", "cosine"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS subjects (
@@ -53,64 +50,27 @@ class GalleryError(FacegraphError):
     """A gallery request that cannot be met (unknown subject, wrong embedding space...)."""
 
 
-@dataclass(frozen=True)
-class EmbeddingSpace:
-    """Which model made an embedding: only embeddings of one space are ever compared.
 
-    Attributes:
-        family: recognizer family.
-        digest: first 16 hex digits of the sha256 of the model's ONNX file(s).
-        variant: fp32, fp16, int8...
-        dimension: embedding length.
-        metric: ``euclidean`` (distance) or ``cosine`` (similarity) decides a match.
+class Store(Protocol):
+    """What the gallery deployment and the index need from a store of subjects and embeddings.
+
+    ``state()`` is (generation, erasures): it changes on every write, and ``erasures`` on every
+    erasure, so a reader knows whether to append or rebuild.
     """
 
-    family: str
-    digest: str
-    variant: str
-    dimension: int
-    metric: Metric
-
-    @property
-    def key(self) -> str:
-        return f"{self.family}:{self.digest}:{self.variant}"
-
-
-@dataclass(frozen=True)
-class Match:
-    """One candidate subject for a face: its closest enrolled face.
-
-    ``distance`` is Euclidean for euclidean spaces and 1 - cosine for cosine spaces;
-    ``similarity`` is always the cosine of the two embeddings.
-    """
-
-    subject_id: str
-    name: str
-    distance: float
-    similarity: float
-    match: bool
-
-    def to_json(self) -> dict:
-        return {
-            "subject_id": self.subject_id,
-            "name": self.name,
-            "distance": round(self.distance, 6),
-            "similarity": round(self.similarity, 6),
-            "match": self.match,
-        }
-
-
-def is_match(distance: float, metric: Metric, threshold: float) -> bool:
-    """Euclidean: distance below the threshold; cosine: similarity (1 - distance) at or above it."""
-    return distance < threshold if metric == "euclidean" else 1.0 - distance >= threshold
-
-
-def compare(a: np.ndarray, b: np.ndarray, metric: Metric) -> tuple[float, float]:
-    """(distance, cosine similarity) of two embeddings, distance as in ``Match``."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-    distance = float(np.linalg.norm(a - b)) if metric == "euclidean" else 1.0 - cosine
-    return distance, cosine
+    def create_subject(self, name: str, metadata: dict[str, Any] | None = None) -> dict: ...
+    def get_subject(self, subject_id: str) -> dict: ...
+    def list_subjects(self, limit: int = 100, offset: int = 0) -> dict: ...
+    def delete_subject(self, subject_id: str) -> int: ...
+    def subject_count(self) -> int: ...
+    def add_face(self, subject_id: str, embedding: np.ndarray, space: str) -> int: ...
+    def subject_faces(self, subject_id: str, space: str) -> np.ndarray: ...
+    def count_after(self, space: str, after_id: int) -> int: ...
+    def dimension(self, space: str) -> int: ...
+    def iter_faces_after(self, space: str, after_id: int, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]: ...
+    def names(self, subject_ids: list[str]) -> dict[str, str]: ...
+    def state(self) -> tuple[int, int]: ...
+    def space_counts(self) -> dict[str, int]: ...
 
 
 def _subject_json(row: sqlite3.Row, counts: dict[str, int]) -> dict:
@@ -292,136 +252,3 @@ class GalleryStore:
 
     def space_counts(self) -> dict[str, int]:
         return {r["space"]: r["n"] for r in self._read("SELECT space, COUNT(*) AS n FROM faces GROUP BY space")}
-
-
-class GalleryIndex:
-    """Exact nearest-subject search over one embedding space, following a ``GalleryStore``.
-
-    Rows live in one contiguous float32 buffer that grows by doubling, so an enroll appends
-    without copying the gallery and a search reads a consistent prefix of it.
-    """
-
-    def __init__(self, store: GalleryStore, space: str, metric: Metric):
-        self.store, self.space, self.metric = store, space, metric
-        self._lock = threading.Lock()
-        self._state: tuple[int, int] | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self._buffer = np.zeros((0, 0), np.float32)
-        self._sq_norms = np.zeros(0, np.float32)
-        self._codes = np.zeros(0, np.int32)
-        self._n = 0
-        self._last_id = 0
-        self._subjects: list[str] = []
-        self._code_of: dict[str, int] = {}
-        self._names: dict[str, str] = {}
-
-    def __len__(self) -> int:
-        return self._n
-
-    def refresh(self) -> None:
-        """Catch up with the store: append faces enrolled since, or rebuild after an erasure."""
-        state = self.store.state()
-        if state == self._state:
-            return
-        with self._lock:
-            if self._state is None or state[1] != self._state[1]:
-                self._reset()
-            coming = self.store.count_after(self.space, self._last_id)
-            if coming:
-                self._reserve(self._n + coming)
-                for ids, subjects, matrix in self.store.iter_faces_after(self.space, self._last_id):
-                    self._append(ids, subjects, matrix)
-            self._state = state
-
-    def _reserve(self, rows: int, dimension: int | None = None) -> None:
-        """Room for ``rows`` faces, with headroom so the enrolls that follow do not copy the gallery."""
-        if rows <= len(self._buffer) and self._buffer.shape[1]:
-            return
-        dimension = dimension or self._buffer.shape[1] or self.store.dimension(self.space)
-        capacity = max(rows + rows // 4, 2 * len(self._buffer), 1024)
-        n = self._n
-        buffer = np.zeros((capacity, dimension), np.float32)
-        if n:
-            buffer[:n] = self._buffer[:n]
-        sq = np.zeros(capacity, np.float32)
-        sq[:n] = self._sq_norms[:n]
-        codes = np.zeros(capacity, np.int32)
-        codes[:n] = self._codes[:n]
-        self._buffer, self._sq_norms, self._codes = buffer, sq, codes
-
-    def _append(self, ids: np.ndarray, subjects: list[str], matrix: np.ndarray) -> None:
-        new = [s for s in dict.fromkeys(subjects) if s not in self._code_of]
-        for s in new:
-            self._code_of[s] = len(self._subjects)
-            self._subjects.append(s)
-        self._names.update(self.store.names(new))
-        n, m = self._n, len(ids)
-        self._reserve(n + m, matrix.shape[1])
-        if self.metric == "cosine":
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            matrix = matrix / np.maximum(norms, 1e-12)
-        self._buffer[n : n + m] = matrix
-        self._sq_norms[n : n + m] = np.einsum("ij,ij->i", matrix, matrix)
-        self._codes[n : n + m] = [self._code_of[s] for s in subjects]
-        self._n, self._last_id = n + m, int(ids[-1])
-
-    def search(self, queries: np.ndarray, k: int, threshold: float) -> list[list[Match]]:
-        """Top-``k`` subjects per query row, closest first (one subject's best face each)."""
-        with self._lock:  # a consistent snapshot; the arithmetic below runs unlocked
-            n, matrix, sq, codes = self._n, self._buffer, self._sq_norms, self._codes
-            subjects, names = self._subjects, self._names
-        queries = np.asarray(queries, np.float32).reshape(len(queries), -1)
-        if n == 0 or len(queries) == 0:
-            return [[] for _ in queries]
-        if queries.shape[1] != matrix.shape[1]:
-            raise GalleryError(f"embedding length {queries.shape[1]} does not match the gallery's {matrix.shape[1]}", "embedding_space_mismatch")
-        matrix, sq, codes = matrix[:n], sq[:n], codes[:n]
-        q_norms = np.linalg.norm(queries, axis=1)
-        # A ranking key per (query, face) that orders like the distance, computed in place:
-        # euclidean |m|^2 - 2 q.m (the query's own |q|^2 is the same for every face); cosine -q.m.
-        if self.metric == "cosine":
-            key = (queries / np.maximum(q_norms, 1e-12)[:, None]) @ matrix.T
-            np.negative(key, out=key)
-        else:
-            key = queries @ matrix.T
-            key *= -2.0
-            key += sq
-        out = []
-        for row in range(len(queries)):
-            picks = np.asarray(self._best_subjects(key[row], codes, k), np.int64)
-            values = key[row, picks].astype(np.float64)
-            if self.metric == "cosine":
-                cosines = -values
-                distances = 1.0 - cosines
-            else:
-                distances = np.sqrt(np.maximum(values + float(q_norms[row]) ** 2, 0.0))
-                dots = (sq[picks] - values) / 2.0
-                cosines = dots / np.maximum(np.sqrt(sq[picks]) * q_norms[row], 1e-12)
-            matches = []
-            for i, d, c in zip(picks, distances, cosines):
-                subject = subjects[codes[i]]
-                matches.append(Match(subject, names.get(subject, ""), float(d), float(c), is_match(float(d), self.metric, threshold)))
-            out.append(matches)
-        return out
-
-    @staticmethod
-    def _best_subjects(distances: np.ndarray, codes: np.ndarray, k: int) -> list[int]:
-        """Row indices of the closest face of each of the ``k`` closest subjects."""
-        n = len(distances)
-        width = min(n, max(4 * k, 32))
-        while True:
-            part = np.argpartition(distances, width - 1)[:width] if width < n else np.arange(n)
-            order = part[np.argsort(distances[part], kind="stable")]
-            seen: set[int] = set()
-            picks = []
-            for i in order:
-                if codes[i] not in seen:
-                    seen.add(int(codes[i]))
-                    picks.append(int(i))
-                    if len(picks) == k:
-                        return picks
-            if width >= n:
-                return picks
-            width = min(n, width * 4)  # many faces of few subjects: look further

@@ -1,0 +1,238 @@
+"""The HTTP surface: routes, their query models and bodies, and the guard in front of them.
+
+Routes are thin: they read the body (``graph.bodies``), validate the query, and call the
+ingress replica's handle API (set by :func:`serve_with`), which the Python handle API shares.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from graph import errors, schemas
+from graph.bodies import IMAGE_TYPES, content_type, read_files, read_image
+from graph.errors import ApiError
+from graph.identity.store import MAX_OFFSET
+
+PUBLIC_PATHS = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _body(form: dict, raw_image: bool) -> dict:
+    """An OpenAPI request body: a multipart form and, when ``raw_image``, a bare image of any accepted type."""
+    content = {t: {"schema": _BINARY} for t in IMAGE_TYPES} if raw_image else {}
+    content["multipart/form-data"] = {"schema": {"type": "object", **form}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_IMAGE_BODY = _body({"properties": {"image": _BINARY}, "required": ["image"]}, raw_image=True)
+_BATCH_BODY = _body({"properties": {"images": {"type": "array", "items": _BINARY}}, "required": ["images"]}, raw_image=False)
+_VERIFY_BODY = _body({"properties": {name: _BINARY for name in ("image", "image_a", "image_b")}}, raw_image=True)
+
+app = FastAPI(
+    title="facegraph",
+    version="1",
+    description="Face detection, recognition and deepfake scoring served as a Ray Serve graph.",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+    redoc_url=None,
+)
+errors.install(app)
+# Error answers documented on every route; fields an answer leaves out stay out (no nulls added).
+_ANSWERS: dict[str, Any] = {"responses": schemas.ERRORS, "response_model_exclude_unset": True}
+SubjectId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+class FaceFilter(BaseModel):
+    """Which faces to keep, best scored first."""
+
+    max_faces: int | None = Field(None, ge=1, le=1000, description="keep at most this many faces, best first")
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop faces scored below this")
+
+
+class AnalyzeQuery(FaceFilter):
+    embeddings: bool = Field(False, description="include each face's embedding")
+    recognize: bool = Field(True, description="run the recognizer branch")
+    deepfake: bool = Field(True, description="run the deepfake branch")
+    identify: bool = Field(False, description="add each face's best match in the gallery")
+
+
+class FaceChoice(FaceFilter):
+    face_index: int | None = Field(None, ge=0, le=999, description="use this face when the picture holds several (0 is the best)")
+
+
+class IdentifyQuery(FaceFilter):
+    top_k: int | None = Field(None, ge=1, le=100, description="subjects per face (default from config)")
+
+
+class VerifyQuery(BaseModel):
+    subject_id: str | None = Field(None, min_length=1, max_length=64, description="compare the picture with this subject")
+    face_a: int | None = Field(None, ge=0, le=999, description="face of the first picture when it holds several")
+    face_b: int | None = Field(None, ge=0, le=999, description="face of the second picture when it holds several")
+
+
+class SubjectCreate(BaseModel):
+    """A new subject: a display name and optional metadata (a JSON object)."""
+
+    name: str = Field(..., min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+# The ingress replica this process serves. A module global, not ``app.state``: Serve serves a frozen
+# copy of ``app``, while this module (imported by reference) is the same one the routes run in.
+_serving: dict[str, Any] = {}
+
+
+def serve_with(ingress) -> None:
+    """Route this process's requests to ``ingress`` (its constructor calls this)."""
+    _serving["ingress"] = ingress
+
+
+def _ingress(_: Request | None = None):
+    return _serving.get("ingress")
+
+
+def _authorized(request: Request, keys: list[str]) -> bool:
+    given = request.headers.get("x-api-key") or ""
+    auth = request.headers.get("authorization") or ""
+    if auth[:7].lower() == "bearer ":
+        given = given or auth[7:].strip()
+    return any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
+
+
+@app.middleware("http")
+async def _guard(request: Request, call_next):
+    """API keys (when configured) and an announced body size, before any route runs."""
+    ingress = _ingress()
+    if ingress is None:  # not initialised yet: nothing can be served
+        return errors.error_response(ApiError("the service is starting", "not_ready"))
+    if ingress.api_keys and request.url.path not in PUBLIC_PATHS and not _authorized(request, ingress.api_keys):
+        return errors.error_response(ApiError("a valid API key is required", "unauthorized"))
+    length = request.headers.get("content-length")
+    # Announced sizes are refused before a byte is read; unannounced ones as they stream (graph.bodies).
+    if length and length.isdigit() and int(length) > ingress.max_body_bytes:
+        return errors.error_response(ApiError(f"the body exceeds {ingress.max_body_bytes} bytes", "body_too_large"))
+    started = time.perf_counter()
+    response = await call_next(request)
+    # Tag by the matched route, never the raw path: clients must not mint label values.
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    ingress.metrics.request_latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+    return response
+
+
+def _first(files: dict[str, list[bytes]], *names: str) -> bytes | None:
+    return next((files[n][0] for n in names if files.get(n)), None)
+
+
+async def _image(request: Request) -> bytes:
+    return await read_image(request, _ingress(request).max_body_bytes)
+
+
+@app.post("/v1/analyze", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect, embed and classify every face")
+async def analyze(request: Request, query: Annotated[AnalyzeQuery, Query()]):
+    return await _ingress(request).analyze(await _image(request), **query.model_dump())
+
+
+@app.post("/v1/analyze/batch", openapi_extra=_BATCH_BODY, response_model=schemas.BatchAnswer, **_ANSWERS, summary="Analyze several pictures; one result or error each")
+async def analyze_batch(request: Request, query: Annotated[AnalyzeQuery, Query()]):
+    ingress = _ingress(request)
+    if content_type(request) != "multipart/form-data":
+        raise ApiError("send multipart/form-data with repeated 'images' fields", "unsupported_media_type")
+    files = await read_files(request, ingress.max_body_bytes, max_files=4 * ingress.max_batch_images)
+    return {"results": await ingress.analyze_many(files.get("images") or [], **query.model_dump())}
+
+
+@app.post("/v1/detect", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect faces only")
+async def detect(request: Request, query: Annotated[FaceFilter, Query()]):
+    return await _ingress(request).analyze(await _image(request), recognize=False, deepfake=False, **query.model_dump())
+
+
+@app.post("/v1/embed", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect faces and return their embeddings")
+async def embed(request: Request, query: Annotated[FaceFilter, Query()]):
+    ingress = _ingress(request)
+    ingress.need("recognizer")
+    return await ingress.analyze(await _image(request), embeddings=True, deepfake=False, **query.model_dump())
+
+
+@app.post("/v1/deepfake", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect faces and score each as deepfake")
+async def deepfake(request: Request, query: Annotated[FaceFilter, Query()]):
+    ingress = _ingress(request)
+    ingress.need("deepfake")
+    return await ingress.analyze(await _image(request), recognize=False, deepfake=True, **query.model_dump())
+
+
+@app.post("/v1/subjects", status_code=201, response_model=schemas.SubjectAnswer, **_ANSWERS, summary="Create a subject (a person to recognise)")
+async def create_subject(request: Request, body: SubjectCreate):
+    return await _ingress(request).create_subject(body.name, body.metadata)
+
+
+@app.get("/v1/subjects", response_model=schemas.SubjectList, **_ANSWERS, summary="List subjects with their face counts")
+async def list_subjects(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0):
+    return await _ingress(request).list_subjects(limit, offset)
+
+
+@app.get("/v1/subjects/{subject_id}", response_model=schemas.SubjectAnswer, **_ANSWERS, summary="One subject")
+async def get_subject(request: Request, subject_id: SubjectId):
+    return await _ingress(request).get_subject(subject_id)
+
+
+@app.delete("/v1/subjects/{subject_id}", response_model=schemas.Deleted, **_ANSWERS, summary="Erase a subject and its embeddings for good")
+async def delete_subject(request: Request, subject_id: SubjectId):
+    return await _ingress(request).delete_subject(subject_id)
+
+
+@app.post("/v1/subjects/{subject_id}/faces", status_code=201, openapi_extra=_IMAGE_BODY, response_model=schemas.Enrolled, **_ANSWERS, summary="Enroll the face of a picture")
+async def enroll(request: Request, subject_id: SubjectId, query: Annotated[FaceChoice, Query()]):
+    ingress = _ingress(request)
+    ingress.need("gallery")
+    return await ingress.enroll(subject_id, await _image(request), **query.model_dump())
+
+
+@app.post("/v1/identify", openapi_extra=_IMAGE_BODY, response_model=schemas.IdentifyAnswer, **_ANSWERS, summary="Each face's closest subjects and a match decision")
+async def identify(request: Request, query: Annotated[IdentifyQuery, Query()]):
+    ingress = _ingress(request)
+    ingress.need("gallery")
+    return await ingress.identify(await _image(request), **query.model_dump())
+
+
+@app.post("/v1/verify", openapi_extra=_VERIFY_BODY, response_model=schemas.VerifyAnswer, **_ANSWERS, summary="Same person? Two pictures, or a picture and a subject")
+async def verify(request: Request, query: Annotated[VerifyQuery, Query()]):
+    ingress = _ingress(request)
+    ingress.need("gallery")
+    if content_type(request) == "multipart/form-data":
+        files = await read_files(request, ingress.max_body_bytes, max_files=2)
+        first = _first(files, "image", "image_a") if query.subject_id is not None else _first(files, "image_a")
+        second = None if query.subject_id is not None else _first(files, "image_b")
+        if first is None or (query.subject_id is None and second is None):
+            raise ApiError("multipart body needs file fields 'image_a' and 'image_b', or 'image' with a subject_id", "invalid_multipart")
+    elif query.subject_id is None:
+        raise ApiError("send two pictures as multipart 'image_a' and 'image_b', or one picture with a subject_id", "invalid_request")
+    else:
+        first, second = await _image(request), None
+    return await ingress.verify(first, second, subject_id=query.subject_id, face_a=query.face_a, face_b=query.face_b)
+
+
+@app.get("/v1/gallery", response_model=schemas.GalleryAnswer, **_ANSWERS, summary="Subjects and faces searchable with the current recognizer")
+async def gallery(request: Request):
+    return await _ingress(request).gallery_stats()
+
+
+@app.get("/v1/models", response_model=schemas.ModelsAnswer, **_ANSWERS, summary="Each model: what it runs on, its batching, every replica")
+async def models(request: Request):
+    return await _ingress(request).describe_models()
+
+
+@app.get("/health", response_model=schemas.HealthAnswer, summary="Liveness, models loaded, GPU memory")
+async def health(request: Request):
+    return await _ingress(request).status.health()
+
+
+@app.get("/ready", response_model=schemas.ReadyAnswer, responses={503: {"model": schemas.ReadyAnswer}}, summary="200 only when every deployment is healthy")
+async def ready(request: Request):
+    is_ready, states = await _ingress(request).status.ready()
+    return JSONResponse({"ready": is_ready, "deployments": states}, status_code=200 if is_ready else 503)
