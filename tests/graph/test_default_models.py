@@ -35,4 +35,6 @@ def test_astronaut(serve_app):
     assert models["deepfake"] == {"configured": False}
     assert set(models["detector"]["files"]) == {"model"} and models["detector"]["settings"]["tile_above"] == 1280
     # Warmed at batch 1 and at the largest batch before taking traffic.
-    assert models["detector"]["warmup_ms"] > 0 and models["recognizer"]["warmup_error"] is None
+    detectors = models["detector"]["per_replica"]
+    assert len(detectors) == models["detector"]["answered"] == 2  # both replicas report, not one at random
+    assert all(r["warmup_ms"] > 0 for r in detectors) and models["recognizer"]["per_replica"][0]["warmup_error"] is None

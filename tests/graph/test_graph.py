@@ -123,9 +123,9 @@ def test_handle_api_with_bytes_and_arrays(serve_app):
     assert from_array["faces"][0]["deepfake"] is None
     from graph.errors import ApiError
 
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ApiError) as err:
         handle.analyze.remote(b"nope").result()
-    assert isinstance(err.value, ApiError) or "invalid_image" in str(err.value)
+    assert (err.value.code, err.value.status) == ("invalid_image", 400)
 
 
 def test_health_ready_models_openapi(serve_app):
@@ -139,7 +139,8 @@ def test_health_ready_models_openapi(serve_app):
     for stage, fraction in (("detector", 0.25), ("recognizer", 0.25), ("deepfake", 0.5)):
         info = models[stage]
         assert info["configured"] is True and info["gpu_fraction"] == fraction
-        assert info["provider"] == "CPUExecutionProvider" and info["replicas"] == {"RUNNING": 1}
+        assert info["provider"] == "CPUExecutionProvider" and info["replicas"] == {"RUNNING": 1} and info["answered"] == 1
+        assert [r["gpu_fraction"] for r in info["per_replica"]] == [fraction]
         assert info["batching"]["max_batch_size"] == CONFIG[stage]["deployment"]["batching"]["max_batch_size"]
     spec = httpx.get(f"{base}/openapi.json").json()
     assert {"/v1/analyze", "/v1/analyze/batch", "/v1/detect", "/v1/embed", "/v1/deepfake", "/v1/models", "/health", "/ready"} <= set(spec["paths"])
