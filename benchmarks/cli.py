@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+import importlib.util
+
 from benchmarks.machine import NAMESPACE_HINT
+
+# What the benchmarks need beyond a serving install: ``pip install 'facegraph[bench]'``.
+BENCH_MODULES = ("matplotlib", "aiohttp", "uvicorn", "skimage")
+
+
+def missing_bench_modules() -> list[str]:
+    return [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
+
+
+def require_bench_extra(command: str) -> None:
+    missing = missing_bench_modules()
+    if missing:
+        raise SystemExit(f"{command} needs the bench extra ({', '.join(missing)} missing): pip install 'facegraph[bench]' (or -e '.[bench]' in a clone)")
 
 
 def _bench(args) -> int:
+    require_bench_extra("facegraph bench")
     from benchmarks.run import main
 
     return main(args)

@@ -233,7 +233,10 @@ TABLE_HEADER = [
 
 def main(args) -> int:
     """``facegraph bench-detectors``."""
+    from benchmarks.cli import require_bench_extra
     from benchmarks.report import _table
+
+    require_bench_extra("facegraph bench-detectors")
 
     result = bench_detectors(Path(args.photos) if args.photos else None, quick=args.quick)
     if args.out:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import MisfitError, UnknownFamilyError
 from models.geometry import alignment_points
+from models.imaging import DEFAULT_MAX_PIXELS
 from models.registry import ModelSpec, family_class
 
 ENV_CACHE = "FACEGRAPH_CACHE"
@@ -106,7 +107,8 @@ class StageConfig(_Strict):
 class IngressConfig(_Strict):
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.25, max_ongoing_requests=64)
     max_body_bytes: int = Field(20 * 2**20, ge=1024)
-    max_pixels: int = Field(40_000_000, ge=1)
+    # Decoded pictures past this many pixels are refused from their header (the decoder's own default).
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     max_batch_images: int = Field(16, ge=1)
     # Accepted API keys; empty means open. Also read from $FACEGRAPH_API_KEYS (comma-separated).
     api_keys: list[str] = []

@@ -149,4 +149,4 @@ class ModelsAnswer(_Open):
 
 
 # Error answers every route documents besides its own.
-ERRORS = {status: {"model": ErrorAnswer} for status in (400, 401, 413, 415, 422, 500, 503)}
+ERRORS = {status: {"model": ErrorAnswer} for status in (400, 401, 404, 409, 413, 415, 422, 500, 503)}

@@ -10,7 +10,8 @@ import onnxruntime as ort
 from models.errors import ProviderUnavailableError
 from models.fixtures import identity_model
 from models.gpu import list_gpus, nvml_error
-from models.runtime import CPU, CUDA, TRT, RuntimeOptions, create_session, cuda_build_version, fix_for, missing_provider_libraries, preload_cuda_libraries
+from models.cuda_libs import cuda_build_version, fix_for, missing_provider_libraries, preload_cuda_libraries
+from models.runtime import CPU, CUDA, TRT, RuntimeOptions, create_session
 
 _POLICY_PROVIDER = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT}
 

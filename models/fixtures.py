@@ -9,11 +9,16 @@ ground truth rather than shapes alone.
   integral image, so it is exact to about a pixel for squares of 4 to 160 model
   pixels that stand well apart (``square-yolov10`` looks at stride 32 only:
   one square per picture). Landmarks sit at fixed
-  fractions of the box (:data:`SQUARE_LANDMARKS`).
+  fractions of the box (:data:`SQUARE_LANDMARKS`). Squares closer than about four
+  strides disturb each other's windows, so a crowd of faces needs a real detector
+  (``tests/graph/test_crowd.py`` tiles a real face for MTCNN).
 * ``pooled-arcface`` embeds a crop as a fixed linear map of its 4x4 grid of
   channel means (:func:`pooled_arcface_reference` computes the same in numpy).
 * ``rgb-classifier`` scores "fake" as ``sigmoid(4 * (mean R - mean B))`` of the
   normalised input (:func:`rgb_classifier_reference`).
+
+It runs past 300 lines on purpose: every fixture is built with the same small graph
+helper, and tests and configs name them by string from this one registry.
 """
 
 from __future__ import annotations
@@ -375,10 +380,6 @@ def write_hf_classifier(folder, labels: tuple[str, str] = ("real", "fake")) -> N
             indent=1,
         )
     )
-
-
-def fixture_names() -> list[str]:
-    return sorted(_FIXTURES)
 
 
 def draw_squares(width: int, height: int, boxes, seed: int = 0) -> np.ndarray:

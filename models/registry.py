@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from models.arcface import ArcFace
 from models.base import Adapter
@@ -22,7 +22,7 @@ from models.dlib_resnet import DlibResNetRecognizer
 from models.errors import ModelLoadError, UnknownFamilyError
 from models.image_classifier import ImageClassifier, locate_hf_model
 from models.mtcnn import MTCNNDetector
-from models.runtime import DevicePolicy, ProviderReport, RuntimeOptions, create_session
+from models.runtime import ProviderReport, RuntimeOptions, RuntimeSettings, create_session
 from models.scrfd import Scrfd
 from models.yolov10 import Yolov10
 from models.yolov8_face import Yolov8Face
@@ -43,22 +43,16 @@ def family_class(name: str, role: str | None = None) -> type[Adapter]:
     return cls
 
 
-class ModelSpec(BaseModel):
-    """One model: family, source, variant, runtime and family settings."""
+class ModelSpec(RuntimeSettings):
+    """One model: family, source, variant, runtime (``RuntimeSettings``' fields) and family settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     family: str
     path: str | None = None
     pack: str | None = None
     fixture: str | None = None
     variant: str = "fp32"
-    device: DevicePolicy = "auto"
-    gpu_mem_limit_mb: int | None = None
-    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
-    trt_fp16: bool = True
-    trt_cache_dir: str | None = None
-    cpu_mem_arena: bool = True
     # ONNX Runtime intra-op threads; None follows the replica's CPU share (rounded, at least 1).
     intra_op_threads: int | None = Field(None, ge=1, le=256)
     settings: dict[str, Any] = {}
@@ -79,16 +73,8 @@ class ModelSpec(BaseModel):
         return self.path or (f"pack:{self.pack}" if self.pack else f"fixture:{self.fixture}")
 
     def runtime(self, gpu_fraction: float = 0.0, cpu_threads: int = 1) -> RuntimeOptions:
-        return RuntimeOptions(
-            device=self.device,
-            gpu_fraction=gpu_fraction,
-            cpu_threads=self.intra_op_threads or cpu_threads,
-            gpu_mem_limit_mb=self.gpu_mem_limit_mb,
-            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
-            trt_fp16=self.trt_fp16,
-            trt_cache_dir=self.trt_cache_dir,
-            cpu_mem_arena=self.cpu_mem_arena,
-        )
+        settings = self.model_dump(include=set(RuntimeSettings.model_fields))
+        return RuntimeOptions(**settings, gpu_fraction=gpu_fraction, cpu_threads=self.intra_op_threads or cpu_threads)
 
 
 @dataclass
@@ -99,7 +85,6 @@ class LoadedModel:
     adapter: Adapter
     files: dict[str, str]
     reports: dict[str, ProviderReport]
-    extra: dict[str, Any] = field(default_factory=dict)
     # How an optimised variant was made and what it costs (``facegraph optimize``'s manifest), else None.
     accuracy: dict[str, Any] | None = None
     # First 16 hex digits of the sha256 over the model's ONNX files: names its embedding space.
@@ -123,7 +108,6 @@ class LoadedModel:
             "intra_op_threads": reports[0].intra_op_threads,
             "accuracy": self.accuracy,
             "digest": self.digest,
-            **self.extra,
         }
 
 

@@ -10,22 +10,18 @@ missing libraries and the fix.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import logging
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict
 
+from models.cuda_libs import captured_stderr, fix_for, missing_provider_libraries, preload_cuda_libraries
 from models.errors import ModelLoadError, ProviderUnavailableError
 from models.gpu import nvml_error, visible_gpu
 
@@ -40,21 +36,13 @@ CPU, CUDA, TRT, DML = (
 )
 _DEVICE_OF = {CPU: "cpu", CUDA: "cuda", TRT: "tensorrt", DML: "directml"}
 
-_capture_lock = threading.Lock()
-_preload_lock = threading.Lock()
-_preload_done: list[str] = []
 
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """How to run a model.
+class RuntimeSettings(BaseModel):
+    """The runtime knobs a model spec sets (``graph/config.py``'s ``model:`` block declares them only here).
 
     Attributes:
         device: ``auto`` (CUDA when a GPU is visible, DirectML on Windows, else
             CPU), or an explicit ``cuda``/``tensorrt``/``cpu`` that must be met.
-        gpu_fraction: the replica's declared share of one GPU; with the GPU's
-            total memory it sets ``gpu_mem_limit`` unless that is given.
-        cpu_threads: intra-op threads, normally the replica's CPU share.
         gpu_mem_limit_mb: explicit CUDA arena limit, overrides the fraction.
         cudnn_conv_algo_search: ``EXHAUSTIVE``, ``HEURISTIC`` or ``DEFAULT``.
         trt_fp16: let TensorRT build fp16 engines.
@@ -63,14 +51,27 @@ class RuntimeOptions:
             shapes (MTCNN's pyramid over pictures of every size) it holds the peak of each.
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     device: DevicePolicy = "auto"
-    gpu_fraction: float = 0.0
-    cpu_threads: int = 1
     gpu_mem_limit_mb: int | None = None
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
     trt_fp16: bool = True
     trt_cache_dir: str | None = None
     cpu_mem_arena: bool = True
+
+
+class RuntimeOptions(RuntimeSettings):
+    """How to run a model: its settings plus what the replica was given.
+
+    Attributes:
+        gpu_fraction: the replica's declared share of one GPU; with the GPU's
+            total memory it sets ``gpu_mem_limit`` unless that is given.
+        cpu_threads: intra-op threads, normally the replica's CPU share.
+    """
+
+    gpu_fraction: float = 0.0
+    cpu_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -94,105 +95,6 @@ class ProviderReport:
     gpu_mem_limit_mb: int | None = None
     intra_op_threads: int = 1
     log: tuple[str, ...] = field(default=(), repr=False)
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data.pop("log")
-        return data
-
-
-@contextlib.contextmanager
-def _captured_stderr(lines: list[str]):
-    """Collect what native code writes to fd 2 (ONNX Runtime's logger) into ``lines``."""
-    with _capture_lock, tempfile.TemporaryFile(mode="w+b") as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
-
-
-def preload_cuda_libraries() -> list[str]:
-    """Call ``onnxruntime.preload_dlls()`` once per process; returns what it printed."""
-    with _preload_lock:
-        if _preload_done or not hasattr(ort, "preload_dlls"):
-            return list(_preload_done)
-        lines: list[str] = []
-        out = tempfile.TemporaryFile(mode="w+")
-        with contextlib.redirect_stdout(out), _captured_stderr(lines):
-            try:
-                ort.preload_dlls()
-            except Exception as exc:  # a broken nvidia-* wheel must not stop CPU serving
-                lines.append(f"preload_dlls failed: {exc}")
-        out.seek(0)
-        lines = out.read().splitlines() + lines
-        _preload_done.extend(lines or ["ok"])
-        return lines
-
-
-def cuda_build_version() -> str | None:
-    """The CUDA version this onnxruntime build targets (``13.0``), or None for CPU builds."""
-    try:
-        from onnxruntime.capi import build_and_package_info as info
-    except ImportError:
-        return None
-    return getattr(info, "cuda_version", None) or None
-
-
-def _provider_library(provider: str) -> Path | None:
-    name = {CUDA: "libonnxruntime_providers_cuda.so", TRT: "libonnxruntime_providers_tensorrt.so"}.get(provider)
-    if name is None:
-        return None
-    path = Path(ort.__file__).parent / "capi" / name
-    return path if path.exists() else None
-
-
-def missing_provider_libraries(provider: str) -> list[str]:
-    """Shared libraries a provider needs that cannot be loaded in this process.
-
-    Reads the provider library's dependencies with ``ldd`` and re-tries each one
-    ldd cannot find with ``dlopen``, since ``preload_dlls()`` may have loaded it
-    from an ``nvidia-*`` wheel already.
-    """
-    library = _provider_library(provider)
-    if library is None or shutil.which("ldd") is None:
-        return []
-    try:
-        out = subprocess.run(["ldd", str(library)], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    missing = []
-    for name in re.findall(r"^\s*(\S+) => not found", out, flags=re.M):
-        try:
-            ctypes.CDLL(name)
-        except OSError:
-            missing.append(name)
-    return missing
-
-
-def fix_for(missing: list[str] | tuple[str, ...]) -> str:
-    """The exact remedy for missing CUDA libraries."""
-    version = ort.__version__
-    cuda = cuda_build_version() or "?"
-    major = cuda.split(".")[0]
-    parts = []
-    if any(name.startswith("libcuda.so") for name in missing) or nvml_error():
-        parts.append("install the NVIDIA driver (libcuda.so.1, libnvidia-ml.so.1 come with it) on a machine with an NVIDIA GPU")
-    if any(not name.startswith("libcuda.so") for name in missing) or not missing:
-        parts.append(
-            f"install the CUDA {major} and cuDNN 9 libraries this onnxruntime-gpu {version} was built for: "
-            f"pip install 'onnxruntime-gpu[cuda,cudnn]=={version}'; or install an onnxruntime-gpu build that "
-            "matches the CUDA major version already installed (onnxruntime-gpu<1.27 for CUDA 12)"
-        )
-    if any(name.startswith(("libnvinfer", "libnvonnxparser")) for name in missing):
-        parts.append(f"for TensorRT, install TensorRT 10 for CUDA {major}: pip install tensorrt-cu{major}")
-    return "; ".join(parts)
 
 
 _MISSING_RE = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
@@ -308,7 +210,7 @@ def create_session(model: str | Path | bytes, options: RuntimeOptions) -> tuple[
     try:
         # Native code logs to fd 2; the Python layer prints its "EP Error" retry to stdout.
         printed = io.StringIO()
-        with _captured_stderr(log), contextlib.redirect_stdout(printed):
+        with captured_stderr(log), contextlib.redirect_stdout(printed):
             session = ort.InferenceSession(source, sess_options=session_options(options.cpu_threads, options.cpu_mem_arena), providers=providers)
         log.extend(printed.getvalue().splitlines())
     except Exception as exc:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from models.optimize import moved_about
 from models.pack.mtcnn_weights import convert_mtcnn
 from models.runtime import RuntimeOptions, create_session
 from tests.pack import source_distribution
@@ -82,22 +83,7 @@ def lfw_onet_inputs() -> tuple[np.ndarray, np.ndarray]:
 
 def astronaut_variants() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The astronaut moved about: name -> (RGB picture, 2x3 affine map from original to new pixels)."""
-    image = astronaut()
-    height, width = image.shape[:2]
-    out = {"original": (image, np.array([[1.0, 0, 0], [0, 1.0, 0]]))}
-    shift = np.array([[1.0, 0, 61], [0, 1.0, 37]])
-    out["shifted"] = (cv2.warpAffine(image, shift, (width + 90, height + 50), borderValue=(90, 90, 90)), shift)
-    for scale in (0.7, 1.4):
-        size = (round(width * scale), round(height * scale))
-        matrix = np.array([[size[0] / width, 0, 0], [0, size[1] / height, 0]])
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        out[f"scaled_{scale}"] = (cv2.resize(image, size, interpolation=interp), matrix)
-    for angle in (8, -8):
-        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
-        out[f"rotated_{angle:+d}"] = (cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), matrix)
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 40])
-    out["jpeg_40"] = (cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), np.array([[1.0, 0, 0], [0, 1.0, 0]]))
-    return out
+    return moved_about(astronaut())
 
 
 def network_inputs() -> dict[str, list[np.ndarray]]:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from deployments.wire import SearchRequest
-from graph.identity.store import Store
+from graph.identity.store import GalleryError, Store
 from models.embedding import Match, Metric, is_match
 
 

@@ -13,6 +13,9 @@ byte count) and the magnitude little-endian; a float is an integer mantissa and
 an integer exponent; a bool is ASCII '1'/'0'; a string is a length and the bytes;
 a tensor is version 2, (n, k, nr, nc) and raw little-endian float32; an alias
 tensor (a view into a layer's ``params``) is version 1 and its shape only.
+
+It runs past 300 lines on purpose: the reader follows dlib's nesting of one network
+from the file's first byte to its last, and reads best as that one walk.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """A crowd of 100 real faces through every route that takes a picture, and batch sizes changed at run
 time through a Serve config's ``user_config`` without a redeploy (deployed as ``serve deploy`` does)."""
 
-import copy
 import time
 
 import cv2

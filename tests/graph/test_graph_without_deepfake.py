@@ -40,7 +40,8 @@ def test_api_keys_guard_everything_but_health(serve_app):
     assert httpx.get(f"{base}/ready", timeout=60).status_code == 200
 
 
-def test_batching_comes_from_user_config_through_reconfigure(serve_app):
+def test_batching_comes_from_the_config(serve_app):
+    """A new app version with other batching (tests/graph/test_crowd.py changes it in place, no restart)."""
     import copy
 
     from ray import serve

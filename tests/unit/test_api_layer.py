@@ -240,3 +240,50 @@ def test_one_bad_item_in_a_detector_batch_fails_only_itself():
 def test_verdicts_and_embeddings_carry_their_model():
     verdicts = Verdicts([Classification(0.2, "real")], {"family": "image-classifier"})
     assert verdicts.rows[0].to_json() == {"fake_probability": 0.2, "label": "real"}
+
+
+def test_health_asks_the_models_every_time():
+    from graph.status import Status
+
+    alive = [True]
+
+    def describe():
+        if not alive[0]:
+            raise RuntimeError("replica gone")
+        return {}
+
+    status = Status({"detector": Handle(describe=describe)}, {"detector": "Detector"}, ServeStatus("facegraph", fetch=lambda: None))
+    assert run(status.health())["models_loaded"] is True
+    alive[0] = False  # answered once is not loaded for good
+    assert run(status.health())["models_loaded"] is False
+
+
+def test_models_report_every_replica_and_merges_their_batching():
+    from graph.status import Status
+
+    def replica(rid: str, counts: dict[str, int]) -> dict:
+        items = sum(int(k) * v for k, v in counts.items())
+        return {"replica_id": rid, "replica_pid": 1, "family": "blazeface", "provider": "CPUExecutionProvider",
+                "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.0, "batches": sum(counts.values()), "items": items, "batch_size_counts": counts}}
+
+    class Broadcast:
+        async def results_async(self, timeout_s=None, return_exceptions=False):
+            return [replica("b", {"1": 3, "2": 1}), replica("a", {"1": 1, "4": 2}), RuntimeError("a replica stopping")]
+
+    class Replicated:
+        def broadcast(self, method):
+            assert method == "describe"
+            return Broadcast()
+
+    class App:
+        deployments = {}
+
+    class Answer:
+        applications = {"facegraph": App()}
+
+    report = run(Status({"detector": Replicated()}, {"detector": "Detector"}, ServeStatus("facegraph", fetch=Answer)).models())
+    detector = report["detector"]
+    assert detector["answered"] == 2 and [r["replica_id"] for r in detector["per_replica"]] == ["a", "b"]
+    assert detector["batching"]["batch_size_counts"] == {"1": 4, "2": 1, "4": 2}
+    assert (detector["batching"]["batches"], detector["batching"]["items"]) == (7, 14)
+    assert report["recognizer"] == {"configured": False} and report["ingress"]["replica_pid"] > 0

@@ -204,9 +204,3 @@ def test_q4_rewrites_large_matmuls(cache, tmp_path):
     assert "MatMulNBits" in ops and result.manifest["settings"]["model"]["quantized_matmuls"] == 1
     assert result.manifest["accuracy"]["max_probability_change"] <= 0.05
     assert result.manifest["performance"]["size_ratio"] < 0.3
-
-
-def test_the_floor_table_names_every_method():
-    for floor in opt.FLOORS:
-        assert set(floor.limits) == set(opt.METHODS)
-    assert {f.role for f in opt.FLOORS} == {"detector", "recognizer", "classifier"}

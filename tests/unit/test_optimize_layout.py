@@ -1,0 +1,24 @@
+"""``facegraph optimize`` without a model: where variants go and the floors every method has."""
+
+from __future__ import annotations
+
+from models import optimize as opt
+
+
+def test_the_floor_table_names_every_method():
+    for floor in opt.FLOORS:
+        assert set(floor.limits) == set(opt.METHODS)
+    assert {f.role for f in opt.FLOORS} == {"detector", "recognizer", "classifier"}
+
+
+def test_optimize_takes_the_pack_paths_that_models_list_prints(tmp_path):
+    from models.optimize import resolve
+    from models.registry import pack_file
+
+    model = pack_file(tmp_path, "dlib-resnet", "model", "fp32")
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"")  # resolving reads no model bytes
+    for given in (model, model.parent):
+        layout = resolve(str(given), "fp16", tmp_path)
+        assert layout.source == "pack:dlib-resnet" and layout.family == "dlib-resnet"
+        assert layout.final["model"] == pack_file(tmp_path, "dlib-resnet", "model", "fp16")
