@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 
 import numpy as np
 from ray import serve
@@ -49,10 +47,7 @@ class Recognizer(ModelReplica):
     # A batch is capped by faces, not requests: ``embed`` splits a request into pieces that fit.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda groups: sum(len(g) for g in groups))
     async def embed_crops(self, groups: list[np.ndarray]) -> list[np.ndarray]:
-        started = time.perf_counter()
-        out = await asyncio.to_thread(embed_batch, self.adapter, groups)
-        self.record(sum(len(g) for g in groups), started)
-        return out
+        return await self.run_faces(embed_batch, groups)
 
     def warm(self, batch_size: int) -> None:
         width, height = self.adapter.crop_spec.size

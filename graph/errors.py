@@ -62,6 +62,19 @@ class ApiError(FacegraphError):
         super().__init__(message, code)
         self.status = status or STATUS_BY_CODE.get(code, 500)
 
+    # An instance attribute only, never the base class's default: a handle caller gets Ray's
+    # RayTaskError(ApiError), which finds class attributes on itself and the rest on the real error.
+    @property
+    def code(self) -> str:
+        try:
+            return self.__dict__["_code"]
+        except KeyError:
+            raise AttributeError("code") from None
+
+    @code.setter
+    def code(self, value: str) -> None:
+        self.__dict__["_code"] = value
+
     def __reduce__(self):  # keep code and status when Ray pickles it across processes
         return (ApiError, (self.message, self.code, self.status))
 

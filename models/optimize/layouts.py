@@ -64,6 +64,22 @@ def _pack_layout(name: str, family: str, variant: str, cache_dir: Path, out: Pat
     )
 
 
+def _one_file(family: str, path: Path, model: Path, staged: dict, root: Path, extras: tuple, stage_spec, fp32_spec: ModelSpec, cache_dir: Path) -> Layout:
+    """The layout of a one-file model given by path: its variant ``staged["model"]`` under ``root``."""
+    return Layout(
+        family=family,
+        source=str(path),
+        fp32={"model": model},
+        staged=staged,
+        final={"model": root / staged["model"]},
+        extras=extras,
+        manifest=variant_manifest(root / staged["model"]),
+        stage_spec=stage_spec,
+        fp32_spec=fp32_spec,
+        cache_dir=cache_dir,
+    )
+
+
 def _path_layout(path: Path, family: str, variant: str, cache_dir: Path, out: Path | None) -> Layout:
     cls = family_class(family)
     fp32_spec = ModelSpec(family=family, path=str(path), device="cpu")
@@ -76,18 +92,8 @@ def _path_layout(path: Path, family: str, variant: str, cache_dir: Path, out: Pa
         # The classifier's preprocessing sidecar, renamed so the variant file finds it too.
         sidecar = next((p for p in (path.with_suffix(".json"), path.parent / "facegraph.json") if p.is_file()), None)
         extras = ((sidecar, Path(f"{stem}.{variant}.json"), root / f"{stem}.{variant}.json"),) if sidecar else ()
-        return Layout(
-            family=family,
-            source=str(path),
-            fp32={"model": path},
-            staged=staged,
-            final={"model": root / staged["model"]},
-            extras=extras,
-            manifest=variant_manifest(root / staged["model"]),
-            stage_spec=lambda stage: (ModelSpec(family=family, path=str(stage / staged["model"]), device="cpu"), cache_dir),
-            fp32_spec=fp32_spec,
-            cache_dir=cache_dir,
-        )
+        spec = lambda stage: (ModelSpec(family=family, path=str(stage / staged["model"]), device="cpu"), cache_dir)  # noqa: E731
+        return _one_file(family, path, path, staged, root, extras, spec, fp32_spec, cache_dir)
     if not path.is_dir():
         raise OptimizeError(f"model not found: '{path}' is neither a default pack model ({', '.join(m.name for m in pack_models())}) nor a file or folder")
     if len(cls.files) == 1:
@@ -100,18 +106,8 @@ def _path_layout(path: Path, family: str, variant: str, cache_dir: Path, out: Pa
         staged = {"model": model.parent.relative_to(path) / f"model_{variant}.onnx"}
         configs = [p for p in (path / "config.json", path / "preprocessor_config.json", model.parent / "facegraph.json") if p.is_file()]
         extras = tuple((p, p.relative_to(path), root / p.relative_to(path)) for p in configs)
-        return Layout(
-            family=family,
-            source=str(path),
-            fp32={"model": model},
-            staged=staged,
-            final={"model": root / staged["model"]},
-            extras=extras,
-            manifest=variant_manifest(root / staged["model"]),
-            stage_spec=lambda stage: (ModelSpec(family=family, path=str(stage), variant=variant, device="cpu"), cache_dir),
-            fp32_spec=fp32_spec,
-            cache_dir=cache_dir,
-        )
+        spec = lambda stage: (ModelSpec(family=family, path=str(stage), variant=variant, device="cpu"), cache_dir)  # noqa: E731
+        return _one_file(family, path, model, staged, root, extras, spec, fp32_spec, cache_dir)
     # A folder of several files (pnet.onnx, ...): the variant is a folder of the same names.
     root = out or path / variant
     staged = {f: Path(f"{f}.onnx") for f in cls.files}
