@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import tempfile
@@ -60,6 +61,61 @@ def stop_ray():
         ray.shutdown()
 
 
+# One local Ray and Serve for every module that only needs the fixture-shaped cluster and default HTTP
+# options (its app is deployed and deleted per module); a module with its own cluster, HTTP options or
+# private logs stops it first. Sharing modules run first (``pytest_collection_modifyitems``).
+_shared: dict[str, int] = {}
+
+
+def shares_ray(module) -> bool:
+    """A module shares the session's Ray when its tests use ``serve_app`` and it sets no HTTP options."""
+    if hasattr(module, "HTTP_OPTIONS"):
+        return False
+    tests = [f for name, f in vars(module).items() if name.startswith("test_") and callable(f)]
+    return any("serve_app" in inspect.signature(f).parameters for f in tests)
+
+
+def release_shared() -> None:
+    if _shared:
+        _shared.clear()
+        stop_ray()
+
+
+def _shared_port(tmp_path_factory) -> int:
+    import ray
+    from ray import serve
+
+    if not (_shared and ray.is_initialized()):
+        release_shared()
+        start_ray(temp_dir=str(tmp_path_factory.mktemp("ray-shared")))
+        _shared["port"] = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": _shared["port"]}, proxy_location="HeadOnly")
+    return _shared["port"]
+
+
+def pytest_collection_modifyitems(items):
+    # Stable: tests without Ray first, then the graph modules that share one, then the rest.
+    def rank(item) -> int:
+        if "graph" not in item.path.parent.name:
+            return 0
+        return 1 if shares_ray(item.module) else 2
+
+    items.sort(key=rank)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_ray_unless_shared(request):
+    if not shares_ray(request.module):
+        release_shared()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_ray():
+    yield
+    release_shared()
+
+
 @pytest.fixture(scope="module")
 def serve_app(request, tmp_path_factory):
     """Deploy ``module.CONFIG`` (or the fixture config); yields (base_url, app handle)."""
@@ -68,11 +124,17 @@ def serve_app(request, tmp_path_factory):
     from graph.app import build_app
 
     config = getattr(request.module, "CONFIG", FIXTURE_CONFIG)
-    # A private temp dir per module: its logs are this module's alone (privacy tests read them).
+    name = config.get("name", "facegraph")
+    if shares_ray(request.module):
+        port = _shared_port(tmp_path_factory)
+        handle = serve.run(build_app(config), name=name, route_prefix="/")
+        yield f"http://127.0.0.1:{port}", handle
+        serve.delete(name)
+        return
+    # A private Ray with its own temp dir: its logs are this module's alone (privacy tests read them).
     start_ray(temp_dir=str(tmp_path_factory.mktemp("ray")))
     port = free_port()
-    http_options = {"host": "127.0.0.1", "port": port, **getattr(request.module, "HTTP_OPTIONS", {})}
-    serve.start(http_options=http_options, proxy_location="HeadOnly")
-    handle = serve.run(build_app(config), name=config.get("name", "facegraph"), route_prefix="/")
+    serve.start(http_options={"host": "127.0.0.1", "port": port, **getattr(request.module, "HTTP_OPTIONS", {})}, proxy_location="HeadOnly")
+    handle = serve.run(build_app(config), name=name, route_prefix="/")
     yield f"http://127.0.0.1:{port}", handle
     stop_ray()
