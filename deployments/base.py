@@ -66,8 +66,9 @@ async def in_batches(method, items: Sequence, wrap: Callable[[Sequence], Any] | 
     """Call a ``@serve.batch`` method on ``items`` in pieces no larger than its live ``max_batch_size``.
 
     One request may carry any number of faces; Serve refuses an item larger than the batch, so the
-    replica that owns the batch size splits the request itself. ``wrap`` makes a batch item of a piece. The pieces are awaited concurrently,
-    so they join batches with other requests' items. Returns each piece's result in order.
+    replica that owns the batch size splits the request itself. The pieces are awaited concurrently,
+    so they join batches with other requests' items. ``wrap`` makes a batch item of a piece.
+    Returns each piece's result in order.
     """
     size = method._get_max_batch_size()
     pieces = [items[i : i + size] for i in range(0, len(items), size)]
@@ -101,6 +102,8 @@ class ModelReplica:
         described = self.loaded.describe()
         # What this replica runs, as every answer it takes part in reports it.
         self.model: dict[str, Any] = {k: described.get(k) for k in ("family", "source", "variant", "provider", "device")}
+        if "landmarks" in described:  # detectors: what each face's landmark rows are, in order
+            self.model["landmarks"] = described["landmarks"]
         self.gpu_fraction = gpu_fraction
         self.warmup_ms: float | None = None
         self.warmup_error: str | None = None

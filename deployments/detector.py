@@ -21,7 +21,6 @@ class Detector(ModelReplica):
     def __init__(self, spec: dict, cache_dir: str, max_pixels: int):
         super().__init__(spec, cache_dir)
         self.max_pixels = max_pixels
-        self.model["landmarks"] = self.loaded.describe().get("landmarks")
 
     def batch_method(self):
         return self.detect

@@ -97,8 +97,11 @@ def _models_demo_classifier(args) -> int:
 def _models_optimize(args) -> int:
     from pathlib import Path
 
+    from benchmarks.cli import require_bench_extra
     from models.errors import FacegraphError
     from models.optimize import AccuracyFloorError, format_table, optimize
+
+    require_bench_extra("facegraph optimize")  # its measurement pictures are scikit-image's
 
     started = time.perf_counter()
     try:

@@ -6,6 +6,7 @@ baseline of the benchmarks calls the very same functions.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -17,6 +18,8 @@ from models.errors import FacegraphError
 from models.geometry import crop_face
 from models.imaging import decode_image
 from models.types import Classification, CropSpec, Face
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,8 @@ def _detect_each(detector: Detector, images: list, valid: list[int], errors: lis
         return {}
     try:
         return dict(zip(valid, detector.detect([images[i] for i in valid])))
-    except Exception:  # find the picture that failed: the others still get their faces
-        pass
+    except Exception as exc:  # find the picture that failed: the others still get their faces
+        logger.warning("a detector batch of %d failed (%s); detecting its pictures one by one", len(valid), type(exc).__name__)
     found: dict[int, list[Face]] = {}
     for i in valid:
         try:

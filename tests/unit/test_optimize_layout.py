@@ -22,3 +22,14 @@ def test_optimize_takes_the_pack_paths_that_models_list_prints(tmp_path):
         layout = resolve(str(given), "fp16", tmp_path)
         assert layout.source == "pack:dlib-resnet" and layout.family == "dlib-resnet"
         assert layout.final["model"] == pack_file(tmp_path, "dlib-resnet", "model", "fp16")
+
+
+def test_commands_name_the_extra_they_need_when_it_is_missing(monkeypatch):
+    import pytest
+
+    from benchmarks import cli
+
+    monkeypatch.setattr(cli, "BENCH_MODULES", ("skimage", "no_such_module_fg"))
+    with pytest.raises(SystemExit) as stop:
+        cli.require_bench_extra("facegraph optimize")
+    assert "no_such_module_fg" in str(stop.value) and "facegraph[bench]" in str(stop.value)
