@@ -130,6 +130,8 @@ def _models_optimize(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.optimize.floors import METHODS
+
     parser = argparse.ArgumentParser(prog="facegraph", description="Face analysis served as a Ray Serve graph.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("out", help="folder to write")
     demo.set_defaults(func=_models_demo_classifier)
 
-    optimize = sub.add_parser("optimize", help="make an fp16 / int8 / q4 / ORT-optimised variant of a model, measured against fp32")
+    optimize = sub.add_parser("optimize", help="make an fp16 / int8 / q4 / bnb4 / ORT-optimised variant of a model, measured against fp32")
     optimize.add_argument("model", help="a default pack model (blazeface, mtcnn, dlib-resnet) or a path to an ONNX file or Hugging Face folder")
-    optimize.add_argument("--to", required=True, choices=["fp16", "int8", "int8-static", "q4", "ort"], help="the variant to make")
+    optimize.add_argument("--to", required=True, choices=list(METHODS), help="the variant to make")
     optimize.add_argument("--family", help="the model's family (needed for a path), e.g. arcface, image-classifier")
     optimize.add_argument("--out", help="folder for the variant (default: beside its source, where model.variant finds it)")
     optimize.add_argument("--force", action="store_true", help="keep the variant even when it falls outside its accuracy floor")

@@ -13,6 +13,8 @@ Methods (``--to``):
   from those pictures (for MTCNN, every pyramid level and every R-Net/O-Net candidate).
 * ``q4``: 4-bit weight-only MatMul (``MatMulNBits``); only for models whose weights sit
   mostly in large MatMuls (transformers), refused otherwise.
+* ``bnb4``: 4-bit NormalFloat weight-only MatMul, bitsandbytes' format
+  (``MatMulBnb4Quantizer``: NF4, blocks of 64); refused where q4 is, for the same reason.
 * ``ort``: the graph as ONNX Runtime optimises it for the CPU provider, saved offline.
 
 Every variant runs beside its source on the same inputs and the differences go into

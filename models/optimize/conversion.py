@@ -1,4 +1,4 @@
-"""The converters: fp16, dynamic and static int8, q4, ORT-optimised."""
+"""The converters: fp16, dynamic and static int8, q4 and bnb4, ORT-optimised."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader
 
-from models.optimize.floors import METHODS, OptimizeError, Q4_BLOCK_SIZE, Q4_MIN_ELEMENTS, Q4_MIN_SHARE
+from models.optimize.floors import (
+    BNB4_BLOCK_SIZE,
+    BNB4_QUANT_TYPE,
+    FOUR_BIT_METHODS,
+    FOUR_BIT_MIN_ELEMENTS,
+    FOUR_BIT_MIN_SHARE,
+    METHODS,
+    OptimizeError,
+    Q4_BLOCK_SIZE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +106,12 @@ def _to_int8_static(src: Path, dst: Path, work: Path, feeds: list[dict[str, np.n
 
 
 def large_matmuls(model: onnx.ModelProto) -> tuple[list[str], dict]:
-    """Names of MatMuls with a constant weight of at least ``Q4_MIN_ELEMENTS``, and a summary of the model's weights."""
+    """Names of MatMuls with a constant weight of at least ``FOUR_BIT_MIN_ELEMENTS``, and a summary of the model's weights."""
     weights = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
     total = sum(weights.values())
     shapes = {t.name: "x".join(str(d) for d in t.dims) for t in model.graph.initializer}
     matmuls = [(n.name or n.output[0], weights.get(n.input[1], 0)) for n in model.graph.node if n.op_type == "MatMul" and len(n.input) == 2]
-    large = [(name, size) for name, size in matmuls if size >= Q4_MIN_ELEMENTS]
+    large = [(name, size) for name, size in matmuls if size >= FOUR_BIT_MIN_ELEMENTS]
     summary = {
         "weights": total,
         "matmul_weight_shapes": [shapes[n.input[1]] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in shapes],
@@ -113,23 +122,37 @@ def large_matmuls(model: onnx.ModelProto) -> tuple[list[str], dict]:
     return [name for name, _ in large], summary
 
 
-def check_q4(files: dict[str, Path]) -> dict[str, dict]:
-    """Per file, what 4-bit MatMul quantisation would touch; raises OptimizeError when it would not pay."""
+_FOUR_BIT_OPS = {"q4": "MatMulNBits", "bnb4": "MatMulBnb4"}
+
+
+def check_four_bit(method: str, files: dict[str, Path]) -> dict[str, dict]:
+    """Per file, what ``method``'s 4-bit MatMul quantisation would touch; raises OptimizeError when it would not pay."""
+    if method not in FOUR_BIT_METHODS:
+        raise OptimizeError(f"'{method}' is not a 4-bit MatMul method ({', '.join(FOUR_BIT_METHODS)})")
     summaries = {name: large_matmuls(onnx.load(path, load_external_data=False))[1] for name, path in files.items()}
     weights = sum(s["weights"] for s in summaries.values())
     share = sum(s["large_matmul_weight_share"] * s["weights"] for s in summaries.values()) / max(weights, 1)
-    if share < Q4_MIN_SHARE:
+    if share < FOUR_BIT_MIN_SHARE:
         found = "; ".join(
             f"{name}: {s['weights']:,} weights, MatMul weights {', '.join(s['matmul_weight_shapes']) or 'none'}, "
             f"{s['gemm_nodes']} Gemm"
             for name, s in summaries.items()
         )
         raise OptimizeError(
-            f"q4 refused: 4-bit weight-only quantisation (MatMulNBits) rewrites only MatMuls with constant weights of at least "
-            f"{Q4_MIN_ELEMENTS:,} elements, and those hold {share:.1%} of this model's weights (q4 needs {Q4_MIN_SHARE:.0%} to pay). "
-            f"Found {found}. Convolutions and Gemm are left as they are by q4: use int8-static or fp16 instead."
+            f"{method} refused: 4-bit weight-only quantisation ({_FOUR_BIT_OPS[method]}) rewrites only MatMuls with constant weights "
+            f"of at least {FOUR_BIT_MIN_ELEMENTS:,} elements, and those hold {share:.1%} of this model's weights ({method} needs "
+            f"{FOUR_BIT_MIN_SHARE:.0%} to pay). Found {found}. Convolutions and Gemm are left as they are by {method}: "
+            "use int8-static or fp16 instead."
         )
     return summaries
+
+
+def _small_matmuls(model: onnx.ModelProto, large: list[str]) -> list[str]:
+    """The MatMuls a 4-bit quantizer must leave alone; unnamed ones are named first so they can be excluded."""
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and not node.name:
+            node.name = node.output[0]  # the name ``large_matmuls`` gives them
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in large]
 
 
 def _to_q4(src: Path, dst: Path) -> dict:
@@ -137,11 +160,22 @@ def _to_q4(src: Path, dst: Path) -> dict:
 
     model = onnx.load(src)
     names, summary = large_matmuls(model)
-    every = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name and n.name not in names]
-    quantizer = MatMulNBitsQuantizer(model, block_size=Q4_BLOCK_SIZE, is_symmetric=True, nodes_to_exclude=every)
+    quantizer = MatMulNBitsQuantizer(model, block_size=Q4_BLOCK_SIZE, is_symmetric=True, nodes_to_exclude=_small_matmuls(model, names))
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
     return {"block_size": Q4_BLOCK_SIZE, "symmetric": True, "quantized_matmuls": len(names), **summary}
+
+
+def _to_bnb4(src: Path, dst: Path) -> dict:
+    from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
+
+    model = onnx.load(src)
+    names, summary = large_matmuls(model)
+    quant_type = {"nf4": MatMulBnb4Quantizer.NF4, "fp4": MatMulBnb4Quantizer.FP4}[BNB4_QUANT_TYPE]
+    quantizer = MatMulBnb4Quantizer(model, quant_type, BNB4_BLOCK_SIZE, nodes_to_exclude=_small_matmuls(model, names))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    return {"quant_type": BNB4_QUANT_TYPE.upper(), "block_size": BNB4_BLOCK_SIZE, "quantized_matmuls": len(names), **summary}
 
 
 def _to_ort(src: Path, dst: Path) -> dict:
@@ -162,6 +196,8 @@ def convert(method: str, src: Path, dst: Path, work: Path, feeds: list[dict[str,
         return _to_int8_static(src, dst, work, feeds, label, progress)
     if method == "q4":
         return _to_q4(src, dst)
+    if method == "bnb4":
+        return _to_bnb4(src, dst)
     if method == "ort":
         return _to_ort(src, dst)
     raise OptimizeError(f"unknown method '{method}'; known: {', '.join(METHODS)}")

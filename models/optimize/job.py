@@ -16,8 +16,8 @@ import onnxruntime as ort
 from models.errors import ModelLoadError
 from models.pack.build import sha256_of
 from models.registry import LoadedModel, ModelSpec, load_model
-from models.optimize.conversion import check_q4, convert
-from models.optimize.floors import AccuracyFloorError, DESCRIPTIONS, EMBED_CHUNK, METHODS, OptimizeError, TIMING_ROUNDS, TIMING_THREADS, floors_for
+from models.optimize.conversion import check_four_bit, convert
+from models.optimize.floors import AccuracyFloorError, DESCRIPTIONS, EMBED_CHUNK, FOUR_BIT_METHODS, METHODS, OptimizeError, TIMING_ROUNDS, TIMING_THREADS, floors_for
 from models.optimize.layouts import resolve
 from models.optimize.measurement import calibration_feeds, compare, recording, run_role, samples_for, time_sessions
 
@@ -81,8 +81,8 @@ def optimize(
     if method not in METHODS:
         raise OptimizeError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
     layout = resolve(model, method, cache_dir, family, out)
-    if method == "q4":
-        check_q4(layout.fp32)
+    if method in FOUR_BIT_METHODS:
+        check_four_bit(method, layout.fp32)
     reference, reference_load_ms = _load(layout.fp32_spec, layout.cache_dir)
     role = reference.adapter.role
     feeds = calibration_feeds(reference, layout.cache_dir, calibration_limit) if method == "int8-static" else {}

@@ -33,3 +33,48 @@ def test_commands_name_the_extra_they_need_when_it_is_missing(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         cli.require_bench_extra("facegraph optimize")
     assert "no_such_module_fg" in str(stop.value) and "facegraph[bench]" in str(stop.value)
+
+
+# The files a Hugging Face / transformers.js export of a classifier ships, by variant.
+HF_VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx", "q4": "model_q4.onnx", "bnb4": "model_bnb4.onnx"}
+
+
+def test_a_hugging_face_folder_with_all_five_files_loads_each_variant_by_name(tmp_path):
+    import onnx
+
+    from models.fixtures import rgb_classifier, write_hf_classifier
+    from models.registry import ModelSpec, load_model
+
+    write_hf_classifier(tmp_path)
+    for variant, name in HF_VARIANT_FILES.items():
+        model = onnx.load_from_string(rgb_classifier())
+        model.doc_string = variant  # each file its own bytes, so a wrong pick shows in the digest
+        onnx.save(model, tmp_path / "onnx" / name)
+    digests = set()
+    for variant, name in HF_VARIANT_FILES.items():
+        loaded = load_model(ModelSpec(family="image-classifier", path=str(tmp_path), variant=variant, device="cpu"))
+        assert loaded.files["model"] == str(tmp_path / "onnx" / name)
+        assert loaded.adapter.pre.labels == ["real", "fake"]
+        digests.add(loaded.digest)
+    assert len(digests) == len(HF_VARIANT_FILES)
+
+
+def test_every_method_is_described_and_has_a_hugging_face_file_name(tmp_path):
+    from models.fixtures import write_hf_classifier
+    from models.optimize import resolve
+    from models.optimize.floors import DESCRIPTIONS, FOUR_BIT_METHODS
+
+    assert set(DESCRIPTIONS) == set(opt.METHODS) and set(FOUR_BIT_METHODS) <= set(opt.METHODS)
+    assert set(HF_VARIANT_FILES) - {"fp32"} <= set(opt.METHODS)
+    write_hf_classifier(tmp_path)
+    for method in opt.METHODS:
+        layout = resolve(str(tmp_path), method, tmp_path, family="image-classifier")
+        assert layout.final["model"] == tmp_path / "onnx" / f"model_{method}.onnx"
+
+
+def test_the_cli_offers_every_method():
+    from graph.cli import build_parser
+
+    optimize = build_parser()._subparsers._group_actions[0].choices["optimize"]
+    (to,) = [a for a in optimize._actions if "--to" in a.option_strings]
+    assert tuple(to.choices) == opt.METHODS
