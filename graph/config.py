@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.errors import MisfitError, UnknownFamilyError
 from models.geometry import alignment_points
 from models.imaging import DEFAULT_MAX_PIXELS
-from models.registry import ModelSpec, family_class
+from models.registry import ModelSpec, detector_landmarks, family_class
 
 ENV_CACHE = "FACEGRAPH_CACHE"
 ENV_API_KEYS = "FACEGRAPH_API_KEYS"
@@ -102,6 +102,9 @@ class StageConfig(_Strict):
 
     model: ModelSpec
     deployment: DeploymentConfig = DeploymentConfig()
+    # Recognizer only: accept faces cut from their boxes when the detector gives no landmarks
+    # (embeddings of unaligned crops are not comparable with aligned ones; off by default).
+    box_crops: bool = False
 
 
 class IngressConfig(_Strict):
@@ -165,17 +168,29 @@ class FacegraphConfig(_Strict):
                 except UnknownFamilyError as exc:
                     raise ValueError(exc.message) from None
         if self.recognizer is not None:
-            landmarks = family_class(self.detector.model.family).landmarks
-            wanted = family_class(self.recognizer.model.family).alignment_points
-            if landmarks is not None and wanted is not None:
-                try:
-                    alignment_points(wanted, landmarks)
-                except MisfitError as exc:
-                    raise ValueError(
-                        f"recognizer '{self.recognizer.model.family}' cannot align faces from detector "
-                        f"'{self.detector.model.family}': {exc.message}"
-                    ) from None
+            self._check_alignment()
         return self
+
+    def _check_alignment(self) -> None:
+        """Refuse a recognizer that aligns on landmarks the detector does not give (unless box crops are asked for)."""
+        detector, recognizer = self.detector.model, self.recognizer.model
+        landmarks = detector_landmarks(detector)
+        wanted = family_class(recognizer.family).alignment_points
+        if wanted is None:
+            return
+        names = f"recognizer '{recognizer.family}' ({recognizer.source}) and detector '{detector.family}' ({detector.source})"
+        if landmarks is None:
+            if not self.recognizer.box_crops:
+                raise ValueError(
+                    f"{names} do not fit: the recognizer aligns faces on landmarks ({', '.join(wanted)}) and the detector "
+                    "gives none. Use a detector with landmarks, or set recognizer.box_crops: true to embed unaligned "
+                    "box crops (not comparable with aligned embeddings)"
+                )
+            return
+        try:
+            alignment_points(wanted, landmarks)
+        except MisfitError as exc:
+            raise ValueError(f"{names} do not fit: {exc.message}") from None
 
     def gallery_database(self) -> Path | None:
         if self.gallery is None or self.recognizer is None:

@@ -39,11 +39,14 @@ class Letterbox:
             out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
         return out
 
-    def points_to_original(self, points: np.ndarray) -> np.ndarray:
-        """(..., 2) points in model pixels -> original pixels."""
+    def points_to_original(self, points: np.ndarray, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """(..., 2) points in model pixels -> original pixels, clipped to ``width`` x ``height`` when given."""
         out = points.astype(np.float32, copy=True)
         out[..., 0] = (out[..., 0] - self.pad_x) / self.scale_x
         out[..., 1] = (out[..., 1] - self.pad_y) / self.scale_y
+        if width is not None and height is not None:
+            out[..., 0] = out[..., 0].clip(0, width)
+            out[..., 1] = out[..., 1].clip(0, height)
         return out
 
 
@@ -66,6 +69,40 @@ def letterbox(
     return canvas, Letterbox(scale_x=new_w / w, scale_y=new_h / h, pad_x=float(pad_x), pad_y=float(pad_y))
 
 
+def top_left_letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+    """insightface's SCRFD letterbox: bilinear resize, sizes truncated, zero padding right and bottom.
+
+    One scale for both axes (the new height over the old), as ``SCRFD.detect`` divides by.
+    """
+    h, w = image.shape[:2]
+    im_ratio = float(h) / w
+    if im_ratio > float(height) / width:
+        new_h, new_w = height, int(height / im_ratio)
+    else:
+        new_w, new_h = width, int(width * im_ratio)
+    new_w, new_h = max(new_w, 1), max(new_h, 1)  # insightface fails on a picture this thin; we answer
+    scale = float(new_h) / h
+    canvas = np.zeros((height, width, image.shape[2]), dtype=np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h))
+    return canvas, Letterbox(scale_x=scale, scale_y=scale, pad_x=0.0, pad_y=0.0)
+
+
+def ultralytics_letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """Ultralytics' ``LetterBox`` (centred, bilinear, grey 114) and the mapping its ``scale_boxes`` inverts.
+
+    One gain for both sides, sizes rounded (Python's round), padding ``round(d / 2 - 0.1)`` on
+    the top and left; mapping back divides each axis by its own rounded size over the original.
+    """
+    h, w = image.shape[:2]
+    gain = min(height / h, width / w)
+    new_w, new_h = max(round(w * gain), 1), max(round(h * gain), 1)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (w, h) else image
+    top, left = round((height - new_h) / 2 - 0.1), round((width - new_w) / 2 - 0.1)
+    canvas = np.full((height, width, image.shape[2]), pad_value, dtype=image.dtype)
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas, Letterbox(scale_x=new_w / w, scale_y=new_h / h, pad_x=float(left), pad_y=float(top))
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU between (N, 4) and (M, 4) x1y1x2y2 boxes -> (N, M)."""
     a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
@@ -85,8 +122,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str =
     Args:
         boxes: (N, 4) x1y1x2y2.
         scores: (N,).
-        mode: ``union`` (IoU, run by OpenCV's ``NMSBoxes``) or ``min`` (intersection over
-            the smaller box, as MTCNN's last stage uses; a few dozen boxes at most there).
+        mode: ``union`` (IoU, run by OpenCV's ``NMSBoxes``), ``union+1`` (insightface's: IoU
+            with sides counted as ``x2 - x1 + 1``, equal scores ordered as numpy's default
+            argsort reversed) or ``min`` (intersection over the smaller box, as MTCNN's last stage uses).
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     scores = np.asarray(scores, np.float32).reshape(-1)
@@ -100,8 +138,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str =
         ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores), 0, -1) / len(scores)
         keep = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))
         return np.asarray(keep, np.int64).reshape(-1)
-    order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]).clip(0) * (boxes[:, 3] - boxes[:, 1]).clip(0)
+    order = scores.argsort()[::-1] if mode == "union+1" else np.argsort(-scores, kind="stable")
+    one = 1.0 if mode == "union+1" else 0.0
+    areas = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
+    if mode == "min":
+        areas = areas.clip(0)
     keep = []
     while order.size:
         i = order[0]
@@ -111,8 +152,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str =
         y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
         x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
         y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
-        overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
+        inter = (x2 - x1 + one).clip(0) * (y2 - y1 + one).clip(0)
+        if mode == "min":
+            overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
+        else:
+            overlap = inter / (areas[i] + areas[rest] - inter)
         order = rest[overlap <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 

@@ -26,12 +26,11 @@ from models.runtime import ProviderReport, RuntimeOptions, RuntimeSettings, crea
 from models.scrfd import Scrfd
 from models.yolov10 import Yolov10
 from models.yolov8_face import Yolov8Face
+from models.yunet import Yunet
 
 FAMILIES: dict[str, type[Adapter]] = {
-    cls.family: cls for cls in (MTCNNDetector, BlazeFace, Yolov8Face, Yolov10, Scrfd, DlibResNetRecognizer, ArcFace, ImageClassifier)
+    cls.family: cls for cls in (MTCNNDetector, BlazeFace, Yolov8Face, Yolov10, Scrfd, Yunet, DlibResNetRecognizer, ArcFace, ImageClassifier)
 }
-
-
 
 
 def family_class(name: str, role: str | None = None) -> type[Adapter]:
@@ -41,6 +40,29 @@ def family_class(name: str, role: str | None = None) -> type[Adapter]:
         known = sorted(n for n, c in FAMILIES.items() if role is None or c.role == role)
         raise UnknownFamilyError(f"unknown {role or 'model'} family '{name}'; known: {', '.join(known)}")
     return cls
+
+
+def detector_landmarks(spec: "ModelSpec") -> tuple[str, ...] | None:
+    """The landmarks a detector spec's faces will carry, read from its file where the family says it varies.
+
+    A file that is not there yet (a config checked on another machine) counts as the family's default.
+    """
+    cls = family_class(spec.family, "detector")
+    file_landmarks = getattr(cls, "file_landmarks", None)
+    if file_landmarks is None or spec.pack:
+        return cls.landmarks
+    import onnx
+
+    if spec.fixture:
+        from models.fixtures import build_fixture
+
+        proto = onnx.load_from_string(next(iter(build_fixture(spec.fixture)[0].values())))
+    else:
+        path = Path(spec.path).expanduser()
+        if not path.is_file():
+            return cls.landmarks
+        proto = onnx.load(str(path), load_external_data=False)
+    return file_landmarks(list(proto.graph.output))
 
 
 class ModelSpec(RuntimeSettings):
@@ -62,10 +84,8 @@ class ModelSpec(RuntimeSettings):
         given = [k for k in ("path", "pack", "fixture") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of path, pack, fixture (got {given or 'none'})")
-        try:
-            family_class(self.family)
-        except UnknownFamilyError as exc:
-            raise ValueError(exc.message) from None
+        # An unknown family is refused where its role is known (the graph config, load_model), so
+        # the error lists only the families of that role.
         return self
 
     @property
@@ -154,6 +174,8 @@ def _locate(cls: type[Adapter], spec: ModelSpec, cache_dir: Path | None) -> tupl
         missing = set(cls.files) - set(files)
         if missing:
             raise ModelLoadError(f"fixture '{spec.fixture}' does not provide {sorted(missing)} for family '{spec.family}'")
+        if read_resources and not resources:
+            resources = read_resources(files[cls.files[0]], None)
         return files, resources
     if spec.pack:
         if cache_dir is None:

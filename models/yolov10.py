@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from models.base import TensorSig, signature_error
-from models.letterboxed import LetterboxSettings, LetterboxDetector
+from models.ultralytics import UltralyticsDetector, UltralyticsSettings
 
 
-class Yolov10Settings(LetterboxSettings):
+class Yolov10Settings(UltralyticsSettings):
     # Keep only this class id (None: every class counts as a face).
     face_class: int | None = None
 
 
-class Yolov10(LetterboxDetector):
+class Yolov10(UltralyticsDetector):
     family = "yolov10"
     Settings = Yolov10Settings
     needs_nms = False

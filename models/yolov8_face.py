@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from models.base import TensorSig, signature_error
-from models.letterboxed import LetterboxDetector
+from models.ultralytics import UltralyticsDetector
 from models.types import FIVE_POINTS
 
 # Per anchor: cx, cy, w, h, face score, then 5 landmarks as (x, y, visibility) or (x, y).
 _WITH_VISIBILITY, _WITHOUT_VISIBILITY = 20, 15
 
 
-class Yolov8Face(LetterboxDetector):
+class Yolov8Face(UltralyticsDetector):
     """Output (N, 20, A) or (N, A, 20) (15 without landmark visibility), input pixels in [0, 1]."""
 
     family = "yolov8-face"

@@ -118,12 +118,14 @@ def _stop_shared_ray():
 
 @pytest.fixture(scope="module")
 def serve_app(request, tmp_path_factory):
-    """Deploy ``module.CONFIG`` (or the fixture config); yields (base_url, app handle)."""
+    """Deploy ``module.CONFIG`` (or the fixture config; a callable gets ``tmp_path_factory``); yields (base_url, app handle)."""
     from ray import serve
 
     from graph.app import build_app
 
     config = getattr(request.module, "CONFIG", FIXTURE_CONFIG)
+    if callable(config):
+        config = config(tmp_path_factory)
     name = config.get("name", "facegraph")
     if shares_ray(request.module):
         port = _shared_port(tmp_path_factory)
