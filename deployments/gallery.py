@@ -11,7 +11,8 @@ import numpy as np
 from ray import serve
 
 from deployments.base import apply_batching, batch_metrics, in_batches, rss_mb
-from deployments.wire import SearchRequest
+from deployments.wire import SearchAnswer, SearchRequest
+from graph.config import FaissConfig
 from graph.identity.index import GalleryIndex, search_batch
 from graph.identity.store import GalleryError, GalleryStore
 from models.embedding import Match, Metric, distances, is_match, similarities
@@ -23,8 +24,9 @@ logger = logging.getLogger(__name__)
 class Gallery:
     """Every replica reads the same SQLite file; its index follows the file before each search."""
 
-    def __init__(self, database: str):
+    def __init__(self, database: str, approximate: dict | None = None):
         self.store = GalleryStore(database)
+        self.approximate = FaissConfig.model_validate(approximate or {})
         self.indexes: dict[str, GalleryIndex] = {}
         self.m_batch, self.m_latency = batch_metrics("gallery")
         logger.info("gallery replica opened its database")
@@ -35,7 +37,7 @@ class Gallery:
     def _index(self, space: str, metric: Metric) -> GalleryIndex:
         index = self.indexes.get(space)
         if index is None:
-            index = self.indexes[space] = GalleryIndex(self.store, space, metric)
+            index = self.indexes[space] = GalleryIndex(self.store, space, metric, self.approximate)
         index.refresh()
         return index
 
@@ -74,16 +76,17 @@ class Gallery:
 
         return await asyncio.to_thread(best)
 
-    async def search(self, request: SearchRequest) -> list[list[Match]]:
-        """Per face of one picture (any number of faces): the top-k subjects, closest first."""
+    async def search(self, request: SearchRequest) -> SearchAnswer:
+        """Per face of one picture (any number of faces): the top-k subjects, closest first, and the decision used."""
         if not len(request.embeddings):
-            return []
+            (answer,) = await asyncio.to_thread(search_batch, self._index, [request])
+            return answer
         parts = await in_batches(self.search_faces, request.embeddings, lambda rows: replace(request, embeddings=rows))
-        return [row for part in parts for row in part]
+        return SearchAnswer([row for part in parts for row in part.faces], parts[0].decision)
 
     # A batch is capped by faces: ``search`` cuts a picture's faces into pieces that fit.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, batch_size_fn=lambda rs: sum(len(r.embeddings) for r in rs))
-    async def search_faces(self, requests: list[SearchRequest]) -> list[list[list[Match]]]:
+    async def search_faces(self, requests: list[SearchRequest]) -> list[SearchAnswer]:
         """Per request, per face: the top-k subjects. One matrix product per space and batch."""
         started = time.perf_counter()
         out = await asyncio.to_thread(search_batch, self._index, requests)
@@ -100,6 +103,7 @@ class Gallery:
             return {
                 "subjects": self.store.subject_count(),
                 "faces": len(index),
+                "search": "approximate (FAISS IVF-Flat)" if index.approximate_active else "exact",
                 "faces_other_spaces": sum(n for s, n in counts.items() if s != space),
                 "rss_mb": rss_mb(),
             }

@@ -34,14 +34,14 @@ class Recognizer(ModelReplica):
 
     def info(self) -> dict:
         """The embedding space this replica produces, and how its embeddings are compared."""
-        return {"space": self.space, "match_threshold": self.adapter.match_threshold}
+        return {"space": self.space, "match_threshold": self.adapter.match_threshold, "impostors": self.adapter.impostors}
 
     async def embed(self, crops: np.ndarray) -> Embeddings:
         """Any number of one request's crops (F, H, W, 3), with the space the vectors belong to."""
         check_crops(crops, self.adapter.crop_spec, self.stage)
         parts = await in_batches(self.embed_crops, crops) if len(crops) else []
         vectors = np.concatenate(parts) if parts else np.zeros((0, self.space.dimension), np.float32)
-        return Embeddings(vectors, self.space, self.adapter.match_threshold, self.model)
+        return Embeddings(vectors, self.space, self.adapter.match_threshold, self.model, self.adapter.impostors)
 
     # A batch is capped by faces, not requests: ``embed`` splits a request into pieces that fit.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda groups: sum(len(g) for g in groups))

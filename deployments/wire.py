@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from models.embedding import EmbeddingSpace, Metric
+from models.embedding import Decision, EmbeddingSpace, ImpostorModel, Match, Metric
 from models.types import Classification
 
 
@@ -23,6 +23,8 @@ class Embeddings:
     space: EmbeddingSpace
     match_threshold: float
     model: dict[str, Any]
+    # Distances between different people measured with this recognizer (None: unknown).
+    impostors: ImpostorModel | None = None
 
 
 @dataclass(frozen=True)
@@ -41,4 +43,16 @@ class SearchRequest:
     space: str
     metric: Metric
     top_k: int
+    # The 1:1 threshold; with ``false_match_rate`` the gallery tightens it for its size.
     threshold: float
+    false_match_rate: float | None = None
+    # The recognizer's impostor distances, for a gallery too small to measure its own.
+    impostors: ImpostorModel | None = None
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    """Per face, its top-k subjects (``match`` set by ``decision.threshold``), and the decision used."""
+
+    faces: list[list[Match]]
+    decision: Decision

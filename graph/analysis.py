@@ -17,7 +17,7 @@ import numpy as np
 
 from deployments.wire import Embeddings, Verdicts
 from graph.errors import ApiError
-from models.embedding import Match
+from models.embedding import Decision, Match
 from models.pipeline import DetectReply, DetectRequest
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 # Crop sizes are asked of the branches at most this often: a rolling update that changes a
 # model's crop size is followed within this time (the replica refuses stale crops meanwhile).
 SPEC_TTL_S = 10.0
-Search = Callable[[Embeddings, int], Awaitable[list[list[Match]]]]
+# Per face its identity (or None) and low-quality flag, and the decision: ``Identities.best_matches``.
+Search = Callable[[Embeddings, tuple], Awaitable[tuple[list[tuple[Match | None, bool]], Decision]]]
 
 
 @dataclass
@@ -113,10 +114,10 @@ class Analysis:
             jobs.append(branch("deepfake", lambda: self.deepfake.classify.remote(reply.crops["deepfake"])))
         await asyncio.gather(*jobs)
         embedded, verdicts = results.get("recognizer"), results.get("deepfake")
-        identities = None
+        identities, decision = None, None
         if options.identify and search is not None and isinstance(embedded, Embeddings):
             t0 = time.perf_counter()
-            identities = await search(embedded, 1)
+            identities, decision = await search(embedded, reply.faces)
             timings["identify"] = round((time.perf_counter() - t0) * 1000, 2)
         faces = [self._face(i, face, options, embedded, verdicts, identities) for i, face in enumerate(reply.faces)]
         timings["branches"] = round((time.perf_counter() - detected) * 1000, 2)
@@ -133,6 +134,8 @@ class Analysis:
             },
             "timings_ms": timings,
         }
+        if decision is not None:
+            answer["identification"] = decision.to_json()
         degraded = sorted(s for s, r in results.items() if isinstance(r, Exception))
         if degraded:
             answer["degraded"] = degraded
@@ -148,8 +151,10 @@ class Analysis:
         else:
             item["deepfake"] = verdicts.rows[i].to_json() if verdicts is not None else None
         if options.identify:
-            best = identities[i] if identities is not None else []
-            item["identity"] = best[0].to_json() if best and best[0].match else None
+            best, low = identities[i] if identities is not None else (None, None)
+            item["identity"] = best.to_json() if best is not None else None
+            if low is not None:
+                item["low_quality"] = low
         return item
 
     def _observe(self, faces: int, detect_ms: float, branch_ms: dict[str, float]) -> None:

@@ -117,6 +117,20 @@ class IngressConfig(_Strict):
     api_keys: list[str] = []
 
 
+class FaissConfig(_Strict):
+    """When and how a gallery replica searches approximately (IVF-Flat: inverted lists of full vectors)."""
+
+    # Exact below this many faces in a space; IVF-Flat from here (None: always exact).
+    above_faces: int | None = Field(200_000, ge=1000)
+    # Inverted lists; None: 4 x sqrt(faces), a power of two (4096 at 1M).
+    nlist: int | None = Field(None, ge=16)
+    # Lists each query visits: recall against speed.
+    nprobe: int = Field(64, ge=1)
+    # Training sample per list (FAISS warns below 39).
+    train_per_list: int = Field(64, ge=39)
+    threads: int = Field(1, ge=1, le=64)
+
+
 class GalleryConfig(_Strict):
     """Subjects and their embeddings (SQLite) and the deployment that searches them."""
 
@@ -127,8 +141,17 @@ class GalleryConfig(_Strict):
     # model shares fill the machine past its CPUs (its replica would wait for one forever).
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.002))
     top_k: int = Field(5, ge=1, le=100)
-    # Match threshold; None takes the recognizer's own (dlib ResNet: L2 distance 0.6).
+    # The 1:1 match threshold (verify, and the loosest identification may use); None takes the
+    # recognizer's own (dlib ResNet: L2 distance 0.6).
     threshold: float | None = None
+    # Identification: at most this share of searches for someone not enrolled returns a match;
+    # the threshold tightens as the gallery grows (None: always ``threshold``).
+    false_match_rate: float | None = Field(0.01, gt=0, lt=1)
+    # Faces whose eyes are closer than this many pixels are refused at enrollment and get no
+    # identity (flagged low_quality); None turns the floor off.
+    min_eye_distance_px: float | None = Field(20.0, ge=0)
+    # Approximate search (FAISS IVF-Flat in each replica) above a gallery size; exact below it.
+    approximate: FaissConfig = FaissConfig()
     max_metadata_bytes: int = Field(16384, ge=0)
 
 

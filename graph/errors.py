@@ -33,6 +33,7 @@ STATUS_BY_CODE = {
     "no_face": 422,
     "several_faces": 422,
     "face_not_found": 422,
+    "low_quality": 422,
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,

@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 
-from deployments.wire import Embeddings, SearchRequest
+from deployments.wire import Embeddings, SearchAnswer, SearchRequest
 from graph.analysis import Analysis
 from graph.config import GalleryConfig
 from graph.errors import ApiError
 from graph.identity.store import MAX_OFFSET
-from models.embedding import Match, compare, is_match
+from models.embedding import Decision, Match, compare, is_match
 
 
 def one_face(faces: tuple, index: int | None, which: str = "the picture") -> int:
@@ -47,10 +47,28 @@ class Identities:
     def decision(self, embedded: Embeddings) -> dict:
         return {"metric": embedded.space.metric, "threshold": self.threshold(embedded), "embedding_space": embedded.space.key}
 
-    async def search(self, embedded: Embeddings, top_k: int | None = None) -> list[list[Match]]:
+    async def search(self, embedded: Embeddings, top_k: int | None = None) -> SearchAnswer:
+        """Per face its top-k subjects, with the threshold this gallery's size and impostors call for."""
         space = embedded.space
-        request = SearchRequest(embedded.vectors, space.key, space.metric, top_k or self.config.top_k, self.threshold(embedded))
+        request = SearchRequest(
+            embedded.vectors, space.key, space.metric, top_k or self.config.top_k, self.threshold(embedded),
+            self.config.false_match_rate, embedded.impostors,
+        )
         return await self.gallery.search.remote(request)
+
+    async def best_matches(self, embedded: Embeddings, faces) -> tuple[list[tuple[Match | None, bool]], Decision]:
+        """Per face its identity (the best match, None if none or the face is too small) and low-quality flag; the decision."""
+        answer = await self.search(embedded, 1)
+        out = []
+        for face, matches in zip(faces, answer.faces):
+            low = self.low_quality(face)
+            out.append((None if low or not matches or not matches[0].match else matches[0], low))
+        return out, answer.decision
+
+    def low_quality(self, face) -> bool:
+        """Eyes closer than the floor (a face without eye landmarks is not judged)."""
+        floor, eyes = self.config.min_eye_distance_px, face.eye_distance
+        return floor is not None and eyes is not None and eyes < floor
 
     async def create_subject(self, name: str, metadata: dict) -> dict:
         size = len(json.dumps(metadata, separators=(",", ":")))
@@ -74,6 +92,12 @@ class Identities:
         await self.gallery.get_subject.remote(subject_id)  # refuse before spending a detection
         reply, embedded = await self.analysis.embedded_faces(image, max_faces, min_score)
         chosen = one_face(reply.faces, face_index)
+        if self.low_quality(reply.faces[chosen]):
+            raise ApiError(
+                f"the face is too small to enroll: its eyes are {reply.faces[chosen].eye_distance:.1f} px apart and the floor is "
+                f"{self.config.min_eye_distance_px:g} px (gallery.min_eye_distance_px); send a larger picture of it",
+                "low_quality",
+            )
         key = embedded.space.key
         face_id = await self.gallery.add_face.remote(subject_id, embedded.vectors[chosen], key)
         return {"subject_id": subject_id, "face_id": face_id, "face": reply.faces[chosen].to_json(), "embedding_space": key}
@@ -83,16 +107,21 @@ class Identities:
         reply, embedded = await self.analysis.embedded_faces(image, max_faces, min_score)
         if embedded is None:  # no face: the decision is the one of the recognizer now serving
             embedded = await self.current_space()
-        found = await self.search(embedded, top_k) if reply.faces else []
+        answer = await self.search(embedded, top_k)
         faces = []
-        for face, matches in zip(reply.faces, found):
-            best = next((m for m in matches if m.match), None)
-            faces.append({**face.to_json(), "matches": [m.to_json() for m in matches], "identity": best.to_json() if best else None})
+        for face, matches in zip(reply.faces, answer.faces):
+            low = self.low_quality(face)
+            best = None if low else next((m for m in matches if m.match), None)
+            faces.append(
+                {**face.to_json(), "matches": [m.to_json() for m in matches], "identity": best.to_json() if best else None, "low_quality": low}
+            )
         return {
             "width": reply.width,
             "height": reply.height,
             "faces": faces,
             **self.decision(embedded),
+            "threshold": answer.decision.threshold,
+            "decision": answer.decision.to_json(),
             "timings_ms": {"total": round((time.perf_counter() - started) * 1000, 2)},
         }
 
@@ -130,7 +159,7 @@ class Identities:
         """The space of a recognizer replica serving now, as an empty set of embeddings."""
         info = await self.analysis.recognizer.info.remote()
         space = info["space"]
-        return Embeddings(np.zeros((0, space.dimension), np.float32), space, info["match_threshold"], {})
+        return Embeddings(np.zeros((0, space.dimension), np.float32), space, info["match_threshold"], {}, info.get("impostors"))
 
     async def stats(self) -> dict:
         embedded = await self.current_space()

@@ -89,7 +89,7 @@ class Ingress:
         """
         with mapped():
             options = Options(embeddings, recognize, deepfake, max_faces, min_score, identify)
-            search = self._gallery().search if identify else None
+            search = self._gallery().best_matches if identify else None
             return await self.analysis.analyze(image, options, search)
 
     async def analyze_many(self, images: list[bytes], **options) -> list[dict]:

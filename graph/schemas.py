@@ -39,6 +39,15 @@ class MatchAnswer(BaseModel):
     match: bool
 
 
+class ThresholdAnswer(BaseModel):
+    threshold: float = Field(description="the match threshold this search used")
+    rule: Literal["fixed", "recognizer", "false-match-rate"]
+    reason: str
+    false_match_rate: float | None
+    gallery_faces: int
+    impostor_pairs: int
+
+
 class FaceAnswer(_Open):
     bbox: list[float] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels")
     score: float
@@ -46,6 +55,7 @@ class FaceAnswer(_Open):
     embedding: list[float] | BranchFailure | None = None
     deepfake: Deepfake | BranchFailure | None = None
     identity: MatchAnswer | None = None
+    low_quality: bool | None = Field(None, description="when identifying: eyes closer than gallery.min_eye_distance_px, so no identity is claimed")
 
 
 class AnalyzeAnswer(_Open):
@@ -55,6 +65,7 @@ class AnalyzeAnswer(_Open):
     models: dict[str, dict[str, Any] | None] = Field(description="what each replica that answered runs; null: not run")
     timings_ms: dict[str, float]
     degraded: list[str] | None = Field(None, description="branches that failed; their fields carry an error")
+    identification: ThresholdAnswer | None = Field(None, description="with identify: the threshold the search used and why")
 
 
 class BatchAnswer(BaseModel):
@@ -101,6 +112,7 @@ class IdentifiedFace(FaceAnswer):
 
 
 class IdentifyAnswer(Decision):
+    decision: ThresholdAnswer
     width: int
     height: int
     faces: list[IdentifiedFace]
@@ -119,6 +131,7 @@ class GalleryAnswer(Decision):
     subjects: int
     faces: int
     faces_other_spaces: int
+    search: str = Field(description="exact, or approximate (FAISS IVF-Flat) above gallery.approximate.above_faces")
 
 
 class GpuAnswer(BaseModel):

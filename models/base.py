@@ -164,6 +164,11 @@ class Recognizer(Adapter):
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float32 embeddings for RGB uint8 crops cut by ``crop_spec``."""
 
+    @property
+    def impostors(self):
+        """Distances between different people measured with this model (``models.embedding.ImpostorModel``), or None."""
+        return None
+
 
 class Classifier(Adapter):
     role = "classifier"

@@ -32,6 +32,14 @@ class Face:
     landmarks: np.ndarray | None = None
     points: tuple[str, ...] = FIVE_POINTS
 
+    @property
+    def eye_distance(self) -> float | None:
+        """Pixels between the two eyes, or None when the detector gives no eyes."""
+        if self.landmarks is None or not {"left_eye", "right_eye"} <= set(self.points):
+            return None
+        left, right = self.landmarks[self.points.index("left_eye")], self.landmarks[self.points.index("right_eye")]
+        return float(np.hypot(*(np.asarray(right, np.float64) - left)))
+
     def to_json(self) -> dict:
         return {
             "bbox": [round(float(v), 2) for v in self.bbox],

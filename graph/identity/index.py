@@ -1,20 +1,30 @@
-"""Exact nearest-subject search in memory over one embedding space of a gallery store.
+"""Nearest-subject search in memory over one embedding space of a gallery store.
 
 ``GalleryIndex`` is a contiguous matrix of one space's faces that follows the store
-(incrementally after enrolls, rebuilt after erasures). ``search_batch`` answers several
-requests' faces with one matrix product per space.
+(incrementally after enrolls, rebuilt after erasures); exact below ``FaissConfig.above_faces``
+faces, through an IVF-Flat layer (``graph.identity.ann``) above. ``search_batch`` answers several
+requests' faces with one matrix product (or one FAISS search) per space.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, Sequence
 
 import numpy as np
 
-from deployments.wire import SearchRequest
+from deployments.wire import SearchAnswer, SearchRequest
+from graph.identity.ann import FaissConfig, IvfLayer, lists_for
 from graph.identity.store import GalleryError, Store
-from models.embedding import Match, Metric, is_match
+from models.embedding import ImpostorModel, Match, Metric, identification_decision, is_match
+
+logger = logging.getLogger(__name__)
+
+# A gallery measures its own impostor distances once it holds this many subjects in a space.
+MIN_IMPOSTOR_SUBJECTS = 20
+# Random pairs of faces of different subjects it measures (at most; fewer in a small gallery).
+IMPOSTOR_PAIRS = 20_000
 
 
 class GalleryIndex:
@@ -24,16 +34,25 @@ class GalleryIndex:
     without copying the gallery and a search reads a consistent prefix of it.
     """
 
-    def __init__(self, store: Store, space: str, metric: Metric):
+    def __init__(self, store: Store, space: str, metric: Metric, approximate: FaissConfig | None = None):
         self.store, self.space, self.metric = store, space, metric
+        self.approximate = approximate
+        self._ann: IvfLayer | None = None  # serving: holds exactly the rows of the buffer
+        self._trained: IvfLayer | None = None  # the last training, reused after erasures
+        self._job: threading.Thread | None = None
+        self._generation = 0  # bumped by every rebuild: rows of an older generation are stale
+        self.trainings = 0
         self._lock = threading.Lock()
         self._state: tuple[int, int] | None = None
+        self._impostors: tuple[tuple[int, int] | None, ImpostorModel | None] | None = None
         self._reset()
 
     def _reset(self) -> None:
         self._buffer = np.zeros((0, 0), np.float32)
         self._sq_norms = np.zeros(0, np.float32)
         self._codes = np.zeros(0, np.int32)
+        self._generation = getattr(self, "_generation", 0) + 1
+        self._ann = None  # exact until the background job has re-added the rows
         self._n = 0
         self._last_id = 0
         self._subjects: list[str] = []
@@ -56,7 +75,64 @@ class GalleryIndex:
                 self._reserve(self._n + coming)
                 for ids, subjects, matrix in self.store.iter_faces_after(self.space, self._last_id):
                     self._append(ids, subjects, matrix)
+            self._follow_ann()
             self._state = state
+
+    def _follow_ann(self) -> None:
+        """Keep the IVF layer in step (called under the lock): new rows go straight in; training and
+        re-filling run in a background job, and searches stay exact until it is done."""
+        config, n = self.approximate, self._n
+        if config is None or config.above_faces is None or n < config.above_faces:
+            self._ann = None
+            return
+        retrain = self._trained is None or n > 8 * self._trained.trained_for
+        if self._ann is not None and not retrain:
+            if len(self._ann) < n:
+                self._ann.add(self._buffer[len(self._ann) : n])
+            return
+        if self._job is None:
+            self._job = threading.Thread(target=self._build, args=(retrain,), name="gallery-ivf", daemon=True)
+            self._job.start()
+
+    def _build(self, retrain: bool) -> None:
+        """Train (or reuse the training), add every row unlocked, then the few that came meanwhile under the lock."""
+        try:
+            if retrain:
+                with self._lock:
+                    n, dimension = self._n, self._buffer.shape[1]
+                    take = min(n, (self.approximate.nlist or lists_for(n)) * self.approximate.train_per_list)
+                    sample = self._buffer[np.sort(np.random.default_rng(0).choice(n, take, replace=False))]
+                layer = IvfLayer.trained(self.approximate, self.metric, dimension, n, sample)
+                self.trainings += 1
+            else:
+                layer = self._trained.empty()
+            while True:
+                with self._lock:
+                    generation, rows, n = self._generation, self._buffer, self._n
+                layer = layer.empty() if len(layer) else layer
+                layer.add(rows[:n])  # rows below n never change within a generation
+                with self._lock:
+                    if generation == self._generation:
+                        if len(layer) < self._n:
+                            layer.add(self._buffer[len(layer) : self._n])
+                        self._ann = self._trained = layer
+                        return
+        except Exception:
+            logger.exception("approximate index build failed; searches stay exact")
+        finally:
+            with self._lock:
+                self._job = None
+
+    def wait_approximate(self, timeout: float | None = None) -> bool:
+        """Wait for a background build (tests, benchmarks); True when the approximate layer serves."""
+        job = self._job
+        if job is not None:
+            job.join(timeout)
+        return self._ann is not None
+
+    @property
+    def approximate_active(self) -> bool:
+        return self._ann is not None
 
     def _reserve(self, rows: int, dimension: int | None = None) -> None:
         """Room for ``rows`` faces, with headroom so the enrolls that follow do not copy the gallery."""
@@ -95,6 +171,7 @@ class GalleryIndex:
         with self._lock:  # a consistent snapshot; the arithmetic below runs unlocked
             n, matrix, sq, codes = self._n, self._buffer, self._sq_norms, self._codes
             subjects, names = self._subjects, self._names
+            ann = self._ann if self._ann is not None and len(self._ann) == n else None
         queries = np.asarray(queries, np.float32).reshape(len(queries), -1)
         if n == 0 or len(queries) == 0:
             return [[] for _ in queries]
@@ -102,19 +179,29 @@ class GalleryIndex:
             raise GalleryError(f"embedding length {queries.shape[1]} does not match the gallery's {matrix.shape[1]}", "embedding_space_mismatch")
         matrix, sq, codes = matrix[:n], sq[:n], codes[:n]
         q_norms = np.linalg.norm(queries, axis=1)
-        # A ranking key per (query, face) that orders like the distance, computed in place:
-        # euclidean |m|^2 - 2 q.m (the query's own |q|^2 is the same for every face); cosine -q.m.
         if self.metric == "cosine":
-            key = (queries / np.maximum(q_norms, 1e-12)[:, None]) @ matrix.T
-            np.negative(key, out=key)
+            queries = queries / np.maximum(q_norms, 1e-12)[:, None]
+
+        def keys(q: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+            """A ranking key per (query, face) that orders like the distance: euclidean
+            |m|^2 - 2 q.m (|q|^2 is the same for every face), cosine -q.m."""
+            m, s2 = (matrix, sq) if rows is None else (matrix[rows], sq[rows])
+            key = q @ m.T
+            if self.metric == "cosine":
+                np.negative(key, out=key)
+            else:
+                key *= -2.0
+                key += s2
+            return key
+
+        if ann is None:
+            key = keys(queries)
+            ranked = [(np.asarray(self._best_subjects(key[row], codes, k), np.int64), key[row]) for row in range(len(queries))]
         else:
-            key = queries @ matrix.T
-            key *= -2.0
-            key += sq
+            ranked = self._ann_ranked(ann, queries, keys, codes, k, n)
         out = []
-        for row in range(len(queries)):
-            picks = np.asarray(self._best_subjects(key[row], codes, k), np.int64)
-            values = key[row, picks].astype(np.float64)
+        for row, (picks, row_key) in enumerate(ranked):
+            values = row_key[picks].astype(np.float64) if ann is None else row_key.astype(np.float64)
             if self.metric == "cosine":
                 cosines = -values
                 distances = 1.0 - cosines
@@ -128,6 +215,61 @@ class GalleryIndex:
                 matches.append(Match(subject, names.get(subject, ""), float(d), float(c), is_match(float(d), self.metric, threshold)))
             out.append(matches)
         return out
+
+    def _ann_ranked(self, ann: IvfLayer, queries: np.ndarray, keys, codes: np.ndarray, k: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: the closest face of each of the ``k`` closest subjects among the IVF candidates, and their keys.
+
+        Over-fetches (a subject may hold many faces) and looks further where the candidates hold too few subjects.
+        """
+        width = min(n, max(4 * k, 32))
+        found = ann.candidates(queries, width)
+        out = []
+        for row in range(len(queries)):
+            rows, w = found[row], width
+            while True:
+                rows = rows[rows >= 0]
+                key = keys(queries[row : row + 1], rows)[0]
+                order = np.argsort(key, kind="stable")
+                picks, seen = [], set()
+                for i in order:
+                    code = int(codes[rows[i]])
+                    if code not in seen:
+                        seen.add(code)
+                        picks.append(int(i))
+                        if len(picks) == k:
+                            break
+                if len(picks) == k or w >= n:
+                    break
+                w = min(n, w * 4)
+                rows = ann.candidates(queries[row : row + 1], w)[0]
+            picks_arr = np.asarray(picks, np.int64)
+            out.append((rows[picks_arr], key[picks_arr]))
+        return out
+
+    def impostors(self) -> ImpostorModel | None:
+        """Distances between faces of different subjects, sampled from this space (None below ``MIN_IMPOSTOR_SUBJECTS``).
+
+        Measured again after every write: a random sample of pairs (seeded, so one state always gives one answer).
+        """
+        with self._lock:
+            state, n, matrix, codes, subjects = self._state, self._n, self._buffer, self._codes, len(self._subjects)
+            if self._impostors is not None and self._impostors[0] == state:
+                return self._impostors[1]
+        model = None
+        if subjects >= MIN_IMPOSTOR_SUBJECTS:
+            rng = np.random.default_rng(0)
+            a, b = rng.integers(0, n, IMPOSTOR_PAIRS), rng.integers(0, n, IMPOSTOR_PAIRS)
+            keep = codes[a] != codes[b]
+            a, b = a[keep], b[keep]
+            if self.metric == "cosine":
+                found = 1.0 - np.einsum("ij,ij->i", matrix[a], matrix[b]).astype(np.float64)
+            else:
+                found = np.linalg.norm(matrix[a].astype(np.float64) - matrix[b], axis=1)
+            found.sort()
+            model = ImpostorModel(float(found.mean()), float(found.std()), len(found), "gallery", tuple(found.tolist()))
+        with self._lock:
+            self._impostors = (state, model)
+        return model
 
     @staticmethod
     def _best_subjects(distances: np.ndarray, codes: np.ndarray, k: int) -> list[int]:
@@ -150,26 +292,31 @@ class GalleryIndex:
             width = min(n, width * 4)  # many faces of few subjects: look further
 
 
-def search_batch(index_for: Callable[[str, Metric], GalleryIndex], requests: Sequence[SearchRequest]) -> list[list[list[Match]]]:
-    """Per request, per face: its top-k subjects. One matrix product per embedding space in the batch.
+def search_batch(index_for: Callable[[str, Metric], GalleryIndex], requests: Sequence[SearchRequest]) -> list[SearchAnswer]:
+    """Per request: per face its top-k subjects, and the decision that set their ``match``.
 
-    ``index_for(space, metric)`` gives the (refreshed) index of a space.
+    ``index_for(space, metric)`` gives the (refreshed) index of a space. One matrix product per
+    embedding space in the batch; each request's threshold follows its own false-match rate.
     """
-    results: list[list[list[Match]]] = [[] for _ in requests]
+    results: list[SearchAnswer | None] = [None] * len(requests)
     for space in {r.space for r in requests}:
-        members = [i for i, r in enumerate(requests) if r.space == space and len(r.embeddings)]
-        if not members:
-            continue
-        index = index_for(space, requests[members[0]].metric)
-        queries = np.concatenate([requests[i].embeddings for i in members])
-        found = index.search(queries, max(requests[i].top_k for i in members), threshold=0.0)
+        group = [i for i, r in enumerate(requests) if r.space == space]
+        index = index_for(space, requests[group[0]].metric)
+        members = [i for i in group if len(requests[i].embeddings)]
+        found = []
+        if members:
+            queries = np.concatenate([requests[i].embeddings for i in members])
+            found = index.search(queries, max(requests[i].top_k for i in members), threshold=0.0)
+        own = index.impostors() if any(requests[i].false_match_rate is not None for i in group) else None
         start = 0
-        for i in members:
+        for i in group:
             request = requests[i]
-            rows = found[start : start + len(request.embeddings)]
-            start += len(request.embeddings)
-            results[i] = [
-                [Match(m.subject_id, m.name, m.distance, m.similarity, bool(is_match(m.distance, request.metric, request.threshold))) for m in row[: request.top_k]]
+            decision = identification_decision(request.metric, request.threshold, request.false_match_rate, len(index), own or request.impostors)
+            rows = found[start : start + len(request.embeddings)] if i in members else []
+            start += len(request.embeddings) if i in members else 0
+            faces = [
+                [Match(m.subject_id, m.name, m.distance, m.similarity, bool(is_match(m.distance, request.metric, decision.threshold))) for m in row[: request.top_k]]
                 for row in rows
             ]
-    return results
+            results[i] = SearchAnswer(faces, decision)
+    return results  # type: ignore[return-value]

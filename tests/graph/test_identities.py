@@ -53,7 +53,10 @@ def test_identifies_the_astronaut_in_every_copy(serve_app, pictures, astronaut_s
         assert r.status_code == 200, (name, r.text)
         body = r.json()
         (face,) = body["faces"]
-        assert body["metric"] == "euclidean" and body["threshold"] == 0.6
+        assert body["metric"] == "euclidean" and body["threshold"] == body["decision"]["threshold"] <= 0.6
+        # A gallery of a few subjects decides from the recognizer's measured impostor distances.
+        assert body["decision"]["rule"] == "recognizer" and body["decision"]["false_match_rate"] == 0.01
+        assert face["low_quality"] is False
         assert face["identity"]["subject_id"] == astronaut_subject, (name, face["matches"])
         assert face["identity"]["distance"] < 0.45, (name, face["identity"])
 
@@ -63,6 +66,7 @@ def test_the_cameraman_is_no_match(serve_app, pictures, astronaut_subject):
     body = httpx.post(f"{base}/v1/identify", content=pictures["cameraman"], headers=JPEG, timeout=60).json()
     (face,) = body["faces"]
     assert face["identity"] is None
+    assert face["low_quality"] is True  # his eyes are 12 px apart, under the 20 px floor
     assert face["matches"][0]["subject_id"] == astronaut_subject and not face["matches"][0]["match"]
     assert face["matches"][0]["distance"] >= 0.6
 
@@ -71,6 +75,7 @@ def test_analyze_can_add_identities(serve_app, pictures, astronaut_subject):
     base, _ = serve_app
     body = httpx.post(f"{base}/v1/analyze", params={"identify": "true"}, content=pictures["shifted"], headers=JPEG, timeout=60).json()
     assert body["faces"][0]["identity"]["subject_id"] == astronaut_subject
+    assert body["faces"][0]["low_quality"] is False and body["identification"]["rule"] == "recognizer"
     plain = httpx.post(f"{base}/v1/analyze", content=pictures["shifted"], headers=JPEG, timeout=60).json()
     assert "identity" not in plain["faces"][0]
 
@@ -111,6 +116,8 @@ def test_refusals(serve_app, pictures, astronaut_subject):
     assert r.status_code == 422 and r.json()["error"]["code"] == "face_not_found"
     r = httpx.post(f"{base}/v1/subjects/nobody/faces", content=pictures["original"], headers=JPEG, timeout=60)
     assert r.status_code == 404
+    r = httpx.post(f"{base}/v1/subjects/{astronaut_subject}/faces", content=pictures["cameraman"], headers=JPEG, timeout=60)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "low_quality" and "20 px" in r.json()["error"]["message"]
     assert httpx.delete(f"{base}/v1/subjects/nobody", timeout=60).status_code == 404
     r = httpx.post(f"{base}/v1/subjects", json={"name": "x", "metadata": {"blob": "y" * 20000}}, timeout=60)
     assert r.status_code == 413

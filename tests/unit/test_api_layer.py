@@ -17,7 +17,7 @@ from graph.config import GalleryConfig
 from graph.errors import ApiError, as_api_error
 from graph.identities import Identities
 from graph.status import ServeStatus
-from models.embedding import EmbeddingSpace, Match
+from models.embedding import Decision, EmbeddingSpace, Match
 from models.errors import FacegraphError, ModelLoadError
 from models.pipeline import DetectReply, DetectRequest, detect_batch
 from models.types import Classification, CropSpec, Face
@@ -90,14 +90,18 @@ def test_a_failing_branch_degrades_the_answer_and_the_other_branch_still_answers
 def test_identify_runs_on_the_embeddings_of_the_same_answer():
     seen = []
 
-    async def search(embedded: Embeddings, top_k: int):
-        seen.append((embedded.space, len(embedded.vectors), top_k))
-        return [[Match("s1", "Ann", 0.1, 0.9, True)] for _ in embedded.vectors]
+    decision = Decision(0.55, "recognizer", "because", 0.01, 6, 130)
+
+    async def search(embedded: Embeddings, faces):
+        seen.append((embedded.space, len(embedded.vectors), len(faces)))
+        return [(Match("s1", "Ann", 0.1, 0.9, True), False), (None, True)], decision
 
     analysis = Analysis(detector(2), recognizer([SPACE_A]), None)
     answer = run(analysis.analyze(b"jpeg", Options(identify=True, recognize=False), search))
-    assert seen == [(SPACE_A, 2, 1)]
-    assert [f["identity"]["subject_id"] for f in answer["faces"]] == ["s1", "s1"]
+    assert seen == [(SPACE_A, 2, 2)]
+    assert [f["identity"] and f["identity"]["subject_id"] for f in answer["faces"]] == ["s1", None]
+    assert [f["low_quality"] for f in answer["faces"]] == [False, True]
+    assert answer["identification"] == decision.to_json()
 
 
 def test_no_face_runs_no_branch_and_a_detector_refusal_is_the_answer():
