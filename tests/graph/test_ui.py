@@ -92,9 +92,12 @@ def browser(tmp_path_factory):
 
 
 def wait(driver, condition, timeout: float = WAIT_S):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d) or None)
+    # The page redraws lists as answers come in: an element may go stale between two looks.
+    waiting = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+    return waiting.until(lambda d: condition(d) or None)
 
 
 def css(driver, selector: str):
@@ -104,8 +107,8 @@ def css(driver, selector: str):
 
 
 def text_of(driver, selector: str) -> str:
-    found = css(driver, selector)
-    return found[0].text if found else ""
+    """The first match's text, read in one step (no stale element between find and read); SVG has only textContent."""
+    return driver.execute_script("const n = document.querySelector(arguments[0]); return n ? (n.innerText ?? n.textContent).trim() : '';", selector)
 
 
 def open_page(driver, base: str, key: str | None = KEY) -> None:
@@ -224,6 +227,15 @@ def test_errors_show_the_api_message(serve_app, browser, pictures):
     wait(driver, lambda d: css(d, "#analyze-error")[0].is_displayed())
     assert text_of(driver, "#analyze-error") == f"{expected['message']} (invalid_image, HTTP 400)"
     assert expected["message"].startswith("the bytes are not a supported image")
+
+    # Two pictures at once go through /v1/analyze/batch: one drawn, one with its own error.
+    open_page(driver, base)  # a fresh input: chromedriver adds files to a multiple input's list
+    css(driver, "#pictures")[0].send_keys(f"{pictures['astronaut']}\n{pictures['not_a_picture']}")
+    wait(driver, lambda d: len(css(d, "#results figure.picture")) == 2)
+    first, second = css(driver, "#results figure.picture")
+    assert len(first.find_elements("css selector", "rect.face-box")) == 1
+    assert second.find_element("css selector", ".error").text == f"{expected['message']} (invalid_image)"
+    assert not css(driver, "#analyze-error")[0].is_displayed()
 
     # Without the key, the page says what the API says, and nothing is drawn.
     open_page(driver, base, key=None)
