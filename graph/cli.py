@@ -39,7 +39,7 @@ def _serve(args) -> int:
     try:
         serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
         serve.run(build_app(config), name=config.name, route_prefix="/")
-        print(f"facegraph is serving at http://{args.host}:{args.port}  (docs: /docs; ready in {time.perf_counter() - started:.1f} s; Ctrl-C stops)", flush=True)
+        print(f"facegraph is serving at http://{args.host}:{args.port}  (docs: /docs; web UI: /ui; ready in {time.perf_counter() - started:.1f} s; Ctrl-C stops)", flush=True)
         stop.wait()
     finally:
         print("shutting down", flush=True)

@@ -14,12 +14,13 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from graph import errors, schemas
+from graph import errors, schemas, webui
 from graph.bodies import IMAGE_TYPES, content_type, read_files, read_image
 from graph.errors import ApiError
 from graph.identity.store import MAX_OFFSET
 
-PUBLIC_PATHS = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+# The web page is public like /docs; the API calls it makes carry the key its user types in.
+PUBLIC_PATHS = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect", *webui.PATHS)
 _BINARY = {"type": "string", "format": "binary"}
 
 
@@ -43,6 +44,7 @@ app = FastAPI(
     redoc_url=None,
 )
 errors.install(app)
+webui.install(app)
 # Error answers documented on every route; fields an answer leaves out stay out (no nulls added).
 _ANSWERS: dict[str, Any] = {"responses": schemas.ERRORS, "response_model_exclude_unset": True}
 SubjectId = Annotated[str, Path(min_length=1, max_length=64)]
