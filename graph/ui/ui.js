@@ -164,6 +164,7 @@
 
   function faceLabel(face, index) {
     if (face.identity) return `${face.identity.name} ${fixed(face.identity.distance, 2)}`;
+    if (face.low_quality) return `#${index} too small to identify`;
     if ("identity" in face) return `#${index} unknown`;
     return `#${index}`;
   }
@@ -252,7 +253,7 @@
         {},
         h("td", {}, String(j)),
         h("td", {}, fixed(face.score, 3)),
-        h("td", { class: "identity" }, face.identity ? face.identity.name : "identity" in face ? "unknown" : "-"),
+        h("td", { class: "identity" }, face.identity ? face.identity.name : face.low_quality ? "too small to identify" : "identity" in face ? "unknown" : "-"),
         h("td", {}, face.identity ? fixed(face.identity.distance, 3) : "-"),
         h("td", { class: "deepfake" }, deepfakeText(face)),
         h("td", {}, face.landmarks ? String(face.landmarks.length) : "none"),
@@ -277,6 +278,8 @@
 
   function timings(answer) {
     const items = Object.entries(answer.timings_ms || {}).map(([stage, ms]) => [h("dt", {}, stage), h("dd", {}, `${fixed(ms, 1)} ms`)]);
+    const decision = answer.identification;
+    if (decision) items.push([h("dt", {}, "match threshold"), h("dd", { title: decision.reason }, `${fixed(decision.threshold, 3)} (${decision.rule})`)]);
     return h("dl", { class: "timings", "aria-label": "timings per stage" }, items);
   }
 
