@@ -132,6 +132,19 @@ class GalleryConfig(_Strict):
     max_metadata_bytes: int = Field(16384, ge=0)
 
 
+class BatchJobConfig(_Strict):
+    """``facegraph batch``: what the bulk job adds to the stages' own settings.
+
+    The model stages take their actor pools from their ``deployment`` (replicas, CPU and GPU
+    shares, resources, ``batching.max_batch_size`` as the rows per call); this is the reading and
+    decoding before them, which runs as plain Ray tasks.
+    """
+
+    # Small, so decoding fits beside the model actors on a machine whose CPUs they mostly reserve.
+    decode_num_cpus: float = Field(0.25, gt=0)
+    decode_batch_size: int = Field(8, ge=1, le=1024)
+
+
 class FacegraphConfig(_Strict):
     """Everything the app builder needs: models, deployments, HTTP limits."""
 
@@ -157,6 +170,7 @@ class FacegraphConfig(_Strict):
     # Identities: enroll, identify, verify. Needs the recognizer.
     gallery: GalleryConfig | None = GalleryConfig()
     ingress: IngressConfig = IngressConfig()
+    batch: BatchJobConfig = BatchJobConfig()
 
     @model_validator(mode="after")
     def _roles(self):
