@@ -137,11 +137,12 @@ class BatchJobConfig(_Strict):
 
     The model stages take their actor pools from their ``deployment`` (replicas, CPU and GPU
     shares, resources, ``batching.max_batch_size`` as the rows per call); this is the reading and
-    decoding before them, which runs as plain Ray tasks.
+    decoding before them and the parquet writing after, which run as plain Ray tasks.
     """
 
-    # Small, so decoding fits beside the model actors on a machine whose CPUs they mostly reserve.
-    decode_num_cpus: float = Field(0.25, gt=0)
+    # CPU share of each reading/decoding and writing task. Small, so they fit beside the model actors
+    # on a machine whose CPUs those mostly reserve (at Ray's default of 1, a task would wait for a free CPU).
+    task_num_cpus: float = Field(0.1, gt=0)
     decode_batch_size: int = Field(8, ge=1, le=1024)
 
 

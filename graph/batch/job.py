@@ -90,7 +90,7 @@ def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset
     import ray.data
     from ray.data import ActorPoolStrategy
 
-    cache, decode_cpus = str(config.cache_dir()), config.batch.decode_num_cpus
+    cache, task_cpus = str(config.cache_dir()), config.batch.task_num_cpus
     # The paths are listed here, the files read in the decode tasks: one that cannot be read is its error row.
     blocks = max(1, min(-(-len(paths) // config.batch.decode_batch_size), 2000))  # a decode batch each, to feed every pool
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
@@ -98,7 +98,7 @@ def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset
         functools.partial(decode_pictures, fs=fs, done=done, max_pixels=config.ingress.max_pixels),
         batch_format="pyarrow",
         batch_size=config.batch.decode_batch_size,
-        num_cpus=decode_cpus,
+        num_cpus=task_cpus,
     )
     ds = ds.map_batches(
         DetectStage,
@@ -159,7 +159,8 @@ def run_job(config: FacegraphConfig, source: str, out: str, enroll: bool = False
     summary = Summary(listed=len(paths), skipped=0)
     started = time.perf_counter()
     if paths:
-        build_dataset(config, fs, paths, done, enroll).write_parquet(dest.path, filesystem=dest.fs)
+        dataset = build_dataset(config, fs, paths, done, enroll)
+        dataset.write_parquet(dest.path, filesystem=dest.fs, ray_remote_args={"num_cpus": config.batch.task_num_cpus})
     summary.seconds = time.perf_counter() - started
     summarise(dest, [f for f in parquet_files(dest) if f not in before], summary, enroll)
     summary.skipped = summary.listed - summary.pictures
