@@ -11,31 +11,18 @@ import pyarrow as pa
 
 MODEL = pa.struct([("family", pa.string()), ("source", pa.string()), ("variant", pa.string()), ("digest", pa.string())])
 
+PICTURE = [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32())]
+ERROR = [("error_code", pa.string()), ("error", pa.string())]
+
 # After reading and decoding: one row per picture; ``pixels`` is the RGB image, row-major (H, W, 3).
-DECODED = pa.schema(
-    [
-        ("path", pa.string()),
-        ("sha256", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("pixels", pa.large_binary()),
-        ("error_code", pa.string()),
-        ("error", pa.string()),
-        ("decode_ms", pa.float32()),
-    ]
-)
+DECODED = pa.schema(PICTURE + [("pixels", pa.large_binary())] + ERROR + [("decode_ms", pa.float32())])
 
 # What DEST holds.
 OUTPUT = pa.schema(
-    [
-        ("path", pa.string()),
-        ("sha256", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        # "face", "no_face" or "error"
-        ("status", pa.string()),
-        ("error_code", pa.string()),
-        ("error", pa.string()),
+    PICTURE
+    + [("status", pa.string())]  # "face", "no_face" or "error"
+    + ERROR
+    + [
         ("faces", pa.int32()),  # faces found in the picture
         ("face", pa.int32()),  # this face's index, best scored first
         ("bbox", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2 picture pixels
