@@ -53,6 +53,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     )
     bench.add_argument("--photos", help="folder of the marked real photos (default: ../shared/photos beside the repository)")
     bench.set_defaults(func=_bench)
+    from benchmarks.batch_bench import add_parser as add_batch_parser
     from benchmarks.detectors import add_parser as add_detectors_parser
     from benchmarks.gallery_ann import add_parser as add_gallery_ann_parser
     from benchmarks.gallery_bench import add_parser as add_gallery_parser
@@ -60,4 +61,5 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     add_gallery_parser(sub)
     add_gallery_ann_parser(sub)
     add_detectors_parser(sub)
+    add_batch_parser(sub)
     return bench

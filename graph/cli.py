@@ -1,4 +1,4 @@
-"""The ``facegraph`` command line: doctor, models, serve."""
+"""The ``facegraph`` command line: doctor, models, serve, batch."""
 
 from __future__ import annotations
 
@@ -45,6 +45,33 @@ def _serve(args) -> int:
         print("shutting down", flush=True)
         serve.shutdown()
         ray.shutdown()
+    return 0
+
+
+def _batch(args) -> int:
+    import ray
+    from ray.data import DataContext
+
+    from graph.batch.job import run_job
+    from graph.config import FacegraphConfig, load_serve_config
+
+    config = load_serve_config(args.config)[0] if args.config else FacegraphConfig()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if args.address:  # a running cluster, e.g. `--address auto` under `ray job submit`
+        ray.init(address=args.address, configure_logging=False)
+    else:  # embedded local Ray on loopback, without the dashboard
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    try:
+        summary = run_job(config, args.source, args.out, enroll=args.enroll_by_folder)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"facegraph batch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ray.shutdown()
+    print(f"facegraph batch: wrote {summary.files} parquet file(s) to {args.out}")
+    for line in summary.lines():
+        print(f"  {line}")
     return 0
 
 
@@ -167,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.cli import add_bench_parser
 
     add_bench_parser(sub)
+
+    batch = sub.add_parser(
+        "batch",
+        help="run a folder, manifest or URI of pictures through the graph's models on Ray Data, into parquet",
+        description=(
+            "One row per face (path, size, box, score, landmarks, embedding, deepfake score, models and digests) and one "
+            "per picture with no face or an error. A rerun skips pictures DEST already holds with the same content."
+        ),
+    )
+    batch.add_argument("source", help="a folder (recursively), a .txt or .parquet manifest of paths, one picture, or a URI (s3://, gs://)")
+    batch.add_argument("--out", required=True, help="the parquet folder to write (and to resume from)")
+    batch.add_argument("--config", help="the Serve config YAML whose args: drive the models (default: the built-in default)")
+    batch.add_argument("--enroll-by-folder", action="store_true", help="also enroll each one-face picture into the gallery, its subject named after its folder")
+    batch.add_argument("--address", help="a Ray cluster to run on (e.g. auto under `ray job submit`); default: an embedded local Ray")
+    batch.set_defaults(func=_batch)
 
     run = sub.add_parser("serve", help="start an embedded local Ray, deploy the graph and serve HTTP")
     run.add_argument("--config", help="a Serve config YAML (e.g. cluster/local.yaml); default: the built-in default")

@@ -155,6 +155,20 @@ class GalleryConfig(_Strict):
     max_metadata_bytes: int = Field(16384, ge=0)
 
 
+class BatchJobConfig(_Strict):
+    """``facegraph batch``: what the bulk job adds to the stages' own settings.
+
+    The model stages take their actor pools from their ``deployment`` (replicas, CPU and GPU
+    shares, resources, ``batching.max_batch_size`` as the rows per call); this is the reading and
+    decoding before them and the parquet writing after, which run as plain Ray tasks.
+    """
+
+    # CPU share of each reading/decoding and writing task. Small, so they fit beside the model actors
+    # on a machine whose CPUs those mostly reserve (at Ray's default of 1, a task would wait for a free CPU).
+    task_num_cpus: float = Field(0.1, gt=0)
+    decode_batch_size: int = Field(8, ge=1, le=1024)
+
+
 class FacegraphConfig(_Strict):
     """Everything the app builder needs: models, deployments, HTTP limits."""
 
@@ -180,6 +194,7 @@ class FacegraphConfig(_Strict):
     # Identities: enroll, identify, verify. Needs the recognizer.
     gallery: GalleryConfig | None = GalleryConfig()
     ingress: IngressConfig = IngressConfig()
+    batch: BatchJobConfig = BatchJobConfig()
 
     @model_validator(mode="after")
     def _roles(self):

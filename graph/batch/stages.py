@@ -1,0 +1,173 @@
+"""The bulk job's stages as Ray Data callables over pyarrow tables, on the Serve graph's own functions.
+
+Reading goes through the source's pyarrow filesystem; decoding is ``models.imaging.decode_image`` (a bomb is refused from its header); detection, crops,
+embeddings and verdicts are ``models.pipeline``'s ``detect_batch``, ``embed_batch`` and
+``classify_batch``, the very functions the Serve replicas call. A bad picture becomes its error row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from deployments.base import assigned_resources
+from graph.batch.rows import CROP_COLUMNS, DECODED, STAGED, model_value, replace_columns, split_ms
+from models.embedding import EmbeddingSpace
+from models.errors import FacegraphError
+from models.imaging import decode_image
+from models.pipeline import DetectRequest, classify_batch, detect_batch, embed_batch
+from models.registry import LoadedModel, ModelSpec, load_model
+from models.types import CropSpec
+
+
+def load_stage(spec: dict, cache_dir: str, role: str) -> LoadedModel:
+    """The stage's model on the resources this actor was given, as a Serve replica loads it."""
+    gpu_fraction, cpu_share = assigned_resources()
+    return load_model(ModelSpec.model_validate(spec), gpu_fraction, max(1, round(cpu_share)), Path(cache_dir), role)
+
+
+def _read(fs, path: str) -> bytes:
+    with fs.open_input_file(path) as fh:
+        return fh.read()
+
+
+def decode_pictures(batch: pa.Table, fs, done: frozenset[tuple[str, str | None]], max_pixels: int) -> pa.Table:
+    """Paths -> decoded pictures; pictures whose (path, sha256) DEST holds are dropped, bad files become error rows.
+
+    An unreadable file (gone, no permission) has no content hash: its row is (path, None).
+    """
+    rows = []
+    for path in batch.column("path").to_pylist():
+        started = time.perf_counter()
+        row = {"path": path, "sha256": None, "width": 0, "height": 0, "pixels": None, "error_code": None, "error": None}
+        try:
+            data = _read(fs, path)
+        except OSError as exc:
+            data = None
+            row.update(error_code="unreadable", error=f"the file could not be read ({type(exc).__name__})")
+        if data is not None:
+            row["sha256"] = hashlib.sha256(data).hexdigest()
+        if (path, row["sha256"]) in done:
+            continue
+        if data is not None:
+            try:
+                image = decode_image(data, max_pixels)
+                row.update(width=image.shape[1], height=image.shape[0], pixels=image.tobytes())
+            except FacegraphError as exc:
+                row.update(error_code=exc.code, error=exc.message)
+        row["decode_ms"] = (time.perf_counter() - started) * 1000
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=DECODED)
+
+
+def _crop_bytes(crops: np.ndarray, i: int) -> bytes:
+    return np.ascontiguousarray(crops[i]).tobytes()
+
+
+class DetectStage:
+    """Faces of each picture and the crops each branch needs: one row per face or per face-less picture."""
+
+    def __init__(self, spec: dict, cache_dir: str, crops: dict[str, CropSpec], max_pixels: int):
+        self.loaded = load_stage(spec, cache_dir, "detector")
+        self.model = model_value(self.loaded.describe())
+        self.crops, self.max_pixels = crops, max_pixels
+
+    def _face_row(self, base: dict, reply, k: int) -> dict:
+        face = reply.faces[k]
+        row = dict(base, status="face", faces=len(reply.faces), face=k, bbox=list(face.bbox), score=face.score)
+        if face.landmarks is not None:
+            row.update(landmarks=face.landmarks.tolist(), landmark_names=list(face.points))
+        for stage, column in zip(("recognizer", "deepfake"), CROP_COLUMNS):
+            if stage in reply.crops:
+                row[column] = _crop_bytes(reply.crops[stage], k)
+        return row
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        decoded = batch.drop_columns(["pixels"]).to_pylist()
+        pixels = batch.column("pixels")  # read in place: no copy of the pictures
+        pictures = [i for i, row in enumerate(decoded) if row["error_code"] is None]
+        requests = [
+            DetectRequest(np.frombuffer(pixels[i].as_buffer(), np.uint8).reshape(decoded[i]["height"], decoded[i]["width"], 3), self.crops)
+            for i in pictures
+        ]
+        replies = dict(zip(pictures, detect_batch(self.loaded.adapter, requests, self.max_pixels)))
+        rows = []
+        for i, picture in enumerate(decoded):
+            base = {k: picture[k] for k in ("path", "sha256", "width", "height", "error_code", "error")}
+            base.update(status="error", faces=0)
+            reply = replies.get(i)
+            if reply is not None:
+                base["detector_model"] = self.model
+            if reply is None or reply.error is not None:  # undecodable, or the detector failed on it
+                if reply is not None:
+                    base.update(error_code=reply.error.code, error=reply.error.message)
+                picture_rows = [base]
+            elif not reply.faces:
+                picture_rows = [dict(base, status="no_face")]
+            else:
+                picture_rows = [self._face_row(base, reply, k) for k in range(len(reply.faces))]
+            for row in picture_rows:
+                row["decode_ms"] = picture["decode_ms"] / len(picture_rows)
+            rows.extend(picture_rows)
+        table = pa.Table.from_pylist(rows, schema=STAGED)
+        return replace_columns(table, {"detect_ms": split_ms((time.perf_counter() - started) * 1000, len(rows))})
+
+
+def _groups(table: pa.Table, column: str, spec: CropSpec) -> list[np.ndarray]:
+    """Each row's crops, (0 or 1, H, W, 3)."""
+    width, height = spec.size
+    return [
+        np.zeros((0, height, width, 3), np.uint8) if data is None else np.frombuffer(data, np.uint8).reshape(-1, height, width, 3)
+        for data in table.column(column).to_pylist()
+    ]
+
+
+class EmbedStage:
+    """Embeddings of the face rows' recognizer crops, one session call per batch."""
+
+    def __init__(self, spec: dict, cache_dir: str):
+        self.loaded = load_stage(spec, cache_dir, "recognizer")
+        adapter = self.loaded.adapter
+        self.model = model_value(self.loaded.describe())
+        self.space = EmbeddingSpace(self.loaded.spec.family, self.loaded.digest, self.loaded.spec.variant, adapter.dimension, adapter.metric)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        groups = _groups(batch, "recognizer_crop", self.loaded.adapter.crop_spec)
+        vectors = embed_batch(self.loaded.adapter, groups)
+        faces = [len(g) > 0 for g in groups]
+        return replace_columns(
+            batch,
+            {
+                "embedding": [v[0].tolist() if face else None for v, face in zip(vectors, faces)],
+                "embedding_space": [self.space.key if face else None for face in faces],
+                "recognizer_model": [self.model if face else None for face in faces],
+                "recognizer_ms": split_ms((time.perf_counter() - started) * 1000, batch.num_rows),
+            },
+        )
+
+
+class ClassifyStage:
+    """Deepfake verdicts of the face rows' classifier crops, one session call per batch."""
+
+    def __init__(self, spec: dict, cache_dir: str):
+        self.loaded = load_stage(spec, cache_dir, "classifier")
+        self.model = model_value(self.loaded.describe())
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        verdicts = classify_batch(self.loaded.adapter, _groups(batch, "deepfake_crop", self.loaded.adapter.crop_spec))
+        return replace_columns(
+            batch,
+            {
+                "fake_probability": [v[0].fake_probability if v else None for v in verdicts],
+                "deepfake_label": [v[0].label if v else None for v in verdicts],
+                "deepfake_model": [self.model if v else None for v in verdicts],
+                "deepfake_ms": split_ms((time.perf_counter() - started) * 1000, batch.num_rows),
+            },
+        )
