@@ -17,6 +17,7 @@ import pyarrow as pa
 from graph.batch.rows import replace_columns, split_ms
 from graph.config import FacegraphConfig
 from graph.identity.store import GalleryStore, Store
+from models.types import Face
 
 PAGE = 1000
 
@@ -47,24 +48,33 @@ def subjects_by_name(store: Store) -> dict[str, str]:
             return found
 
 
-def enroll_status(row: dict) -> str:
+def enroll_status(row: dict, min_eye_distance_px: float | None = None) -> str:
+    """What enrolling the row's picture does; faces under the service's eye-distance floor are refused as it refuses them."""
     if row["status"] != "face":
         return row["status"]  # "no_face" or "error"
-    return "enrolled" if row["faces"] == 1 and row["embedding"] is not None else "several_faces"
+    if row["faces"] != 1 or row["embedding"] is None:
+        return "several_faces"
+    names = row.get("landmark_names") or ()
+    eyes = Face((0, 0, 0, 0), 0, np.asarray(row["landmarks"], np.float32), tuple(names)).eye_distance if row.get("landmarks") else None
+    if min_eye_distance_px is not None and eyes is not None and eyes < min_eye_distance_px:
+        return "low_quality"
+    return "enrolled"
 
 
 class EnrollStage:
     """The one writer of a job: a single actor, placed by the gallery's own resources (the node with its disk)."""
 
     def __init__(self, config: dict):
-        self.store = open_store(FacegraphConfig.model_validate(config))
+        config = FacegraphConfig.model_validate(config)
+        self.store = open_store(config)
+        self.min_eye_distance_px = config.gallery.min_eye_distance_px if config.gallery else None
         self.subjects = subjects_by_name(self.store)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
-        rows = batch.select(["path", "status", "faces", "embedding", "embedding_space"]).to_pylist()
+        rows = batch.select(["path", "status", "faces", "embedding", "embedding_space", "landmarks", "landmark_names"]).to_pylist()
         names = [subject_of(row["path"]) for row in rows]
-        statuses = [enroll_status(row) for row in rows]
+        statuses = [enroll_status(row, self.min_eye_distance_px) for row in rows]
         new = sorted({name for name, status in zip(names, statuses) if status == "enrolled" and name not in self.subjects})
         if new:
             self.subjects.update(zip(new, self.store.create_subjects(new)))

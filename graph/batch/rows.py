@@ -38,7 +38,7 @@ OUTPUT = pa.schema(
         ("deepfake_model", MODEL),
         ("subject", pa.string()),  # --enroll-by-folder: the folder name
         ("subject_id", pa.string()),
-        ("enroll_status", pa.string()),  # "enrolled", "no_face", "several_faces", "error"
+        ("enroll_status", pa.string()),  # "enrolled", "no_face", "several_faces", "low_quality", "error"
         ("decode_ms", pa.float32()),
         ("detect_ms", pa.float32()),
         ("recognizer_ms", pa.float32()),

@@ -43,3 +43,7 @@ def test_enroll_takes_one_face_pictures_and_names_subjects_by_folder():
     assert enroll_status({"status": "face", "faces": 2, "embedding": [0.1]}) == "several_faces"
     assert enroll_status({"status": "no_face", "faces": 0, "embedding": None}) == "no_face"
     assert enroll_status({"status": "error", "faces": 0, "embedding": None}) == "error"
+    # The service's eye-distance floor: a face whose eyes are 12 px apart is not enrolled.
+    small = {"status": "face", "faces": 1, "embedding": [0.1], "landmarks": [[10, 10], [22, 10]], "landmark_names": ["left_eye", "right_eye"]}
+    assert enroll_status(small, 20.0) == "low_quality" and enroll_status(small, None) == "enrolled"
+    assert enroll_status({**small, "landmarks": [[10, 10], [40, 10]]}, 20.0) == "enrolled"
