@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 from deployments.wire import SearchRequest
 from graph.config import StoreSettings
+from graph.identity.index import search_batch
 from graph.identity.store import GalleryStore, Store
 from models.embedding import Match
 
@@ -27,5 +28,5 @@ def database_search(store: Store) -> DatabaseSearch | None:
     from graph.identity import postgres
 
     if isinstance(store, postgres.PostgresStore):
-        return partial(postgres.search_batch, store)
+        return partial(search_batch, store.space_index)
     return None

@@ -1,8 +1,8 @@
 """The identity gallery in PostgreSQL with pgvector: one server that Gallery replicas on every node share.
 
 No Ray here. :class:`PostgresStore` implements :class:`graph.identity.store.Store` with the same JSON
-shapes and refusals as the SQLite ``GalleryStore``; :func:`search_batch` answers identify requests
-inside the database (exact scans for small spaces, pgvector's HNSW index for large ones), so a
+shapes and refusals as the SQLite ``GalleryStore``; :meth:`PostgresStore.space_index` lets identify requests
+be answered inside the database (exact scans for small spaces, pgvector's HNSW index for large ones), so a
 replica holds no copy of the gallery. The connection string may hold a password: it is never
 logged, and no error raised here carries it.
 """
@@ -15,19 +15,19 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from deployments.wire import SearchRequest
 from graph.config import PgvectorIndex
-from graph.identity.store import NO_SUBJECT, GalleryError
+from graph.identity.store import NO_SUBJECT, GalleryError, _subject_json
 from models.embedding import Match, Metric, is_match
 
 try:
     import psycopg
     from pgvector.psycopg import register_vector
     from psycopg import sql
+    from psycopg.rows import dict_row
 except ImportError:  # a serving install without the postgres extra
     psycopg = None
 
@@ -123,18 +123,6 @@ def migrate(conn, target: int = SCHEMA_VERSION) -> int:
     return found
 
 
-def _subject_json(row: tuple, counts: dict[str, int]) -> dict:
-    subject_id, name, metadata, created_at = row
-    return {
-        "id": subject_id,
-        "name": name,
-        "metadata": json.loads(metadata),
-        "created_at": created_at,
-        "faces": sum(counts.values()),
-        "faces_by_space": counts,
-    }
-
-
 def index_name(space: str, metric: Metric) -> str:
     """The HNSW index of one embedding space and metric (a space's name is too free-form for an identifier)."""
     return "faces_hnsw_" + hashlib.sha256(f"{space}\0{metric}".encode()).hexdigest()[:16]
@@ -200,6 +188,10 @@ class PostgresStore:
     def _read(self, query, args: tuple = ()) -> list[tuple]:
         return self._run(lambda conn: conn.execute(query, args).fetchall())
 
+    def _subjects(self, query: str, args: tuple) -> list[dict]:
+        """Subject rows by column name, as the SQLite store's ``_subject_json`` reads them."""
+        return self._run(lambda conn: conn.cursor(row_factory=dict_row).execute(query, args).fetchall())
+
     # ---- subjects ---------------------------------------------------------------------------
 
     def create_subject(self, name: str, metadata: dict[str, Any] | None = None) -> dict:
@@ -230,7 +222,7 @@ class PostgresStore:
         return counts
 
     def get_subject(self, subject_id: str) -> dict:
-        rows = self._read("SELECT id, name, metadata, created_at FROM subjects WHERE id = %s", (subject_id,))
+        rows = self._subjects("SELECT * FROM subjects WHERE id = %s", (subject_id,))
         if not rows:
             raise GalleryError(NO_SUBJECT, "not_found")
         return _subject_json(rows[0], self._face_counts([subject_id])[subject_id])
@@ -239,10 +231,10 @@ class PostgresStore:
         return self._read("SELECT COUNT(*) FROM subjects")[0][0]
 
     def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
-        rows = self._read("SELECT id, name, metadata, created_at FROM subjects ORDER BY created_at, id LIMIT %s OFFSET %s", (limit, offset))
+        rows = self._subjects("SELECT * FROM subjects ORDER BY created_at, id LIMIT %s OFFSET %s", (limit, offset))
         total = self.subject_count()
-        counts = self._face_counts([r[0] for r in rows])
-        return {"total": total, "limit": limit, "offset": offset, "subjects": [_subject_json(r, counts[r[0]]) for r in rows]}
+        counts = self._face_counts([r["id"] for r in rows])
+        return {"total": total, "limit": limit, "offset": offset, "subjects": [_subject_json(r, counts[r["id"]]) for r in rows]}
 
     def delete_subject(self, subject_id: str) -> int:
         """Erase a subject and every embedding of it from the tables; returns faces erased.
@@ -342,6 +334,10 @@ class PostgresStore:
 
     # ---- search in the database -------------------------------------------------------------
 
+    def space_index(self, space: str, metric: Metric) -> "DatabaseSpace":
+        """What ``graph.identity.index.search_batch`` searches: this space, in the database."""
+        return DatabaseSpace(self, space, metric)
+
     def index_ready(self, space: str, metric: Metric) -> bool:
         rows = self._read("SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = %s", (index_name(space, metric),))
         return bool(rows and rows[0][0])
@@ -436,15 +432,19 @@ class PostgresStore:
             out[i].append((subject_id, float(distance), float(cosine)))
         return out
 
-    def search(self, queries: np.ndarray, space: str, metric: Metric, k: int) -> list[list[tuple[str, float, float]]]:
-        """Per query row: the ``k`` nearest subjects (each one's best face) as (subject id, distance, cosine)."""
+    def search(self, queries: np.ndarray, space: str, metric: Metric, k: int, approximate: bool | None = None) -> list[list[tuple[str, float, float]]]:
+        """Per query row: the ``k`` nearest subjects (each one's best face) as (subject id, distance, cosine).
+
+        ``approximate``: through the HNSW index or exactly; None (the Gallery's way) decides by the space's size.
+        """
         queries = np.asarray(queries, np.float32).reshape(len(queries), -1)
         dimension = self.dimension(space) if len(queries) else 0
         if not dimension:
             return [[] for _ in queries]
         if queries.shape[1] != dimension:
             raise GalleryError(f"embedding length {queries.shape[1]} does not match the gallery's {dimension}", "embedding_space_mismatch")
-        approximate = self._use_index(space, metric, dimension)
+        if approximate is None:
+            approximate = self._use_index(space, metric, dimension)
         limit = k * self.settings.faces_per_subject
         pending = list(range(len(queries)))
         out: list[list[tuple[str, float, float]]] = [[] for _ in queries]
@@ -463,23 +463,14 @@ class PostgresStore:
         return out
 
 
-def search_batch(store: PostgresStore, requests: Sequence[SearchRequest]) -> list[list[list[Match]]]:
-    """Per request, per face: its top-k subjects, searched in the database; one statement per space and batch."""
-    results: list[list[list[Match]]] = [[] for _ in requests]
-    for space in {r.space for r in requests}:
-        members = [i for i, r in enumerate(requests) if r.space == space and len(r.embeddings)]
-        if not members:
-            continue
-        queries = np.concatenate([requests[i].embeddings for i in members])
-        found = store.search(queries, space, requests[members[0]].metric, max(requests[i].top_k for i in members))
-        names = store.names(sorted({s for row in found for s, _, _ in row}))
-        start = 0
-        for i in members:
-            request = requests[i]
-            rows = found[start : start + len(request.embeddings)]
-            start += len(request.embeddings)
-            results[i] = [
-                [Match(s, names.get(s, ""), d, c, bool(is_match(d, request.metric, request.threshold))) for s, d, c in row[: request.top_k]]
-                for row in rows
-            ]
-    return results
+class DatabaseSpace:
+    """One embedding space of a PostgresStore, searched like a ``GalleryIndex`` (``graph.identity.index.search_batch`` takes either)."""
+
+    def __init__(self, store: PostgresStore, space: str, metric: Metric):
+        self.store, self.space, self.metric = store, space, metric
+
+    def search(self, queries: np.ndarray, k: int, threshold: float) -> list[list[Match]]:
+        """Top-``k`` subjects per query row, closest first (one subject's best face each)."""
+        found = self.store.search(queries, self.space, self.metric, k)
+        names = self.store.names(sorted({s for row in found for s, _, _ in row}))
+        return [[Match(s, names.get(s, ""), d, c, bool(is_match(d, self.metric, threshold))) for s, d, c in row] for row in found]

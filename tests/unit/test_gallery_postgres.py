@@ -16,8 +16,8 @@ import pytest
 from benchmarks.local_postgres import LocalPostgres
 from deployments.wire import SearchRequest
 from graph.config import ENV_GALLERY_DSN, FacegraphConfig, PgvectorIndex
-from graph.identity.index import GalleryIndex
-from graph.identity.postgres import SCHEMA_VERSION, PostgresStore, connect, index_name, migrate, search_batch
+from graph.identity.index import GalleryIndex, search_batch
+from graph.identity.postgres import SCHEMA_VERSION, PostgresStore, connect, index_name, migrate
 from graph.identity.store import GalleryError, GalleryStore
 from tests.unit.test_gallery import SPACE, _brute_force
 
@@ -78,7 +78,10 @@ def test_subjects_have_the_sqlite_stores_shapes_and_refusals(store, tmp_path):
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_search_in_the_database_equals_brute_force(store, metric):
+@pytest.mark.parametrize("faces_per_subject", [5, 1])
+def test_search_in_the_database_equals_brute_force(dsn, metric, faces_per_subject):
+    """Five faces a subject: with one candidate per subject the search must look further, and still be exact."""
+    store = PostgresStore(dsn, PgvectorIndex(faces_per_subject=faces_per_subject))
     rng = np.random.default_rng(1)
     ids, owners, matrix = _enroll(store, rng)
     queries = matrix[:7] + rng.normal(scale=0.1, size=(7, 128)).astype(np.float32)
@@ -88,10 +91,11 @@ def test_search_in_the_database_equals_brute_force(store, metric):
         np.testing.assert_allclose([d for _, d, _ in got], [d for _, d in want], rtol=1e-4, atol=1e-4)
     # Through the requests the Gallery deployment batches: names, thresholds, per-request top_k.
     requests = [SearchRequest(queries[:2], SPACE, metric, 3, 0.5), SearchRequest(queries[2:3], SPACE, metric, 1, 0.0)]
-    answers = search_batch(store, requests)
+    answers = search_batch(store.space_index, requests)
     assert [len(a) for a in answers] == [2, 1] and len(answers[0][0]) == 3 and len(answers[1][0]) == 1
     best = answers[0][0][0]
     assert best.name == f"s{ids.index(best.subject_id)}" and -1.0 <= best.similarity <= 1.0
+    store.close()
 
 
 def test_the_index_follows_the_store_like_sqlite(store):
@@ -110,16 +114,6 @@ def test_the_index_follows_the_store_like_sqlite(store):
     index.refresh()
     assert len(index) == 39
     other.close()
-
-
-def test_a_subject_with_many_close_faces_does_not_crowd_out_others(store):
-    rng = np.random.default_rng(2)
-    crowd, other = store.create_subjects(["crowd", "other"])
-    base = rng.normal(size=128).astype(np.float32)
-    store.add_faces([(crowd, base + rng.normal(scale=0.01, size=128).astype(np.float32)) for _ in range(40)], SPACE)
-    store.add_faces([(other, base + 1)], SPACE)
-    (row,) = store.search(base[None], SPACE, "euclidean", 2)
-    assert [s for s, _, _ in row] == [crowd, other]
 
 
 def test_hnsw_index_is_built_in_the_background_and_used(dsn):
