@@ -19,7 +19,9 @@ serve: install
 	$(VENV)/bin/facegraph serve $(ARGS)
 
 # Tests start Ray: run them in private network and PID namespaces with only loopback.
-# The default model pack is built first (its one download needs the network).
+# The default model pack is built first (its one download needs the network), and the PostgreSQL
+# gallery's test server (Debian's PostgreSQL with pgvector) installed when missing.
 test: install
 	$(VENV)/bin/facegraph models build
+	bash tests/install-pgvector.sh
 	unshare -n -p -f --mount-proc sh -c 'ip link set lo up && exec $(PY) -m pytest -q $(PYTEST_ARGS)'

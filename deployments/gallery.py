@@ -1,4 +1,4 @@
-"""Gallery deployment: the subjects database and exact identity search, batched across requests."""
+"""Gallery deployment: the subjects database and identity search, batched across requests."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 from ray import serve
 
 from deployments.base import apply_batching, batch_metrics, in_batches, rss_mb
 from deployments.wire import SearchAnswer, SearchRequest
-from graph.config import FaissConfig
+from graph.config import StoreSettings
+from graph.identity.backends import database_search, open_store
 from graph.identity.index import GalleryIndex, search_batch
-from graph.identity.store import GalleryError, GalleryStore
+from graph.identity.store import GalleryError
 from models.embedding import Match, Metric, distances, is_match, similarities
 
 logger = logging.getLogger(__name__)
@@ -22,12 +24,15 @@ logger = logging.getLogger(__name__)
 
 @serve.deployment
 class Gallery:
-    """Every replica reads the same SQLite file; its index follows the file before each search."""
+    """Every replica reads the same store: a SQLite file its index follows before each search, or a
+    PostgreSQL server that answers the searches itself."""
 
-    def __init__(self, database: str, approximate: dict | None = None):
-        self.store = GalleryStore(database)
-        self.approximate = FaissConfig.model_validate(approximate or {})
+    def __init__(self, store: StoreSettings):
+        self.store = open_store(store)
+        self.approximate = store.index.faiss
         self.indexes: dict[str, GalleryIndex] = {}
+        # PostgreSQL searches in the database (None for SQLite: this replica's own index does).
+        self.in_database = database_search(self.store)
         self.m_batch, self.m_latency = batch_metrics("gallery")
         logger.info("gallery replica opened its database")
 
@@ -89,7 +94,7 @@ class Gallery:
     async def search_faces(self, requests: list[SearchRequest]) -> list[SearchAnswer]:
         """Per request, per face: the top-k subjects. One matrix product per space and batch."""
         started = time.perf_counter()
-        out = await asyncio.to_thread(search_batch, self._index, requests)
+        out = await asyncio.to_thread(self.in_database or partial(search_batch, self._index), requests)
         self.m_batch.observe(sum(len(r.embeddings) for r in requests))
         self.m_latency.observe((time.perf_counter() - started) * 1000)
         return out
@@ -98,12 +103,16 @@ class Gallery:
         """Subjects, faces searchable in ``space`` and faces enrolled with other recognizers."""
 
         def count() -> dict:
-            index = self._index(space, metric)
             counts = self.store.space_counts()
+            if self.in_database:
+                faces, search = counts.get(space, 0), self.store.search_kind(space, metric)
+            else:
+                index = self._index(space, metric)
+                faces, search = len(index), "approximate (FAISS IVF-Flat)" if index.approximate_active else "exact"
             return {
                 "subjects": self.store.subject_count(),
-                "faces": len(index),
-                "search": "approximate (FAISS IVF-Flat)" if index.approximate_active else "exact",
+                "faces": faces,
+                "search": search,
                 "faces_other_spaces": sum(n for s, n in counts.items() if s != space),
                 "rss_mb": rss_mb(),
             }

@@ -41,13 +41,13 @@ def build_app(args: dict | FacegraphConfig) -> Application:
                 stage_config.model.model_dump(), cache
             )
         )
-    database = config.gallery_database()
+    store = config.gallery_store()
     gallery = None
-    if database is not None:
+    if store is not None:
         gallery_deployment = config.gallery.deployment
         gallery = Gallery.options(
             name=DEPLOYMENT_NAMES["gallery"], **gallery_deployment.serve_options(gallery_deployment.batching.model_dump())
-        ).bind(str(database.resolve()), config.gallery.approximate.model_dump())
+        ).bind(store)
     ingress_options = config.ingress.deployment.serve_options()
     return Ingress.options(name=DEPLOYMENT_NAMES["ingress"], **ingress_options).bind(
         detector, branches["recognizer"], branches["deepfake"], config, config.api_keys(), DEPLOYMENT_NAMES, gallery

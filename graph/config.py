@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from models.errors import MisfitError, UnknownFamilyError
 from models.geometry import alignment_points
@@ -20,6 +20,7 @@ from models.registry import ModelSpec, detector_landmarks, family_class
 ENV_CACHE = "FACEGRAPH_CACHE"
 ENV_API_KEYS = "FACEGRAPH_API_KEYS"
 ENV_DATA = "FACEGRAPH_DATA"
+ENV_GALLERY_DSN = "FACEGRAPH_GALLERY_DSN"
 
 
 def default_cache_dir() -> Path:
@@ -131,12 +132,51 @@ class FaissConfig(_Strict):
     threads: int = Field(1, ge=1, le=64)
 
 
-class GalleryConfig(_Strict):
-    """Subjects and their embeddings (SQLite) and the deployment that searches them."""
+class PgvectorIndex(_Strict):
+    """pgvector's HNSW index, used by the postgres backend for spaces of at least ``exact_below`` faces."""
 
+    # Below this many faces of a space, search scans exactly: at 10k faces the scan (10 ms p50) cost about what
+    # the graph walk did (6 ms) on the 2-core build machine; at 100k, 150 ms against 10 (README, PostgreSQL backend).
+    exact_below: int = Field(10_000, ge=0)
+    m: int = Field(16, ge=2, le=100)
+    ef_construction: int = Field(64, ge=4, le=1000)
+    # Candidates the index search keeps; raised to the candidate count when a search asks for more.
+    ef_search: int = Field(200, ge=1, le=1000)
+    # A search fetches top_k x this many nearest faces, then keeps each subject's best (more when short).
+    faces_per_subject: int = Field(5, ge=1, le=1000)
+    # The build's maintenance_work_mem: an HNSW graph that outgrows it builds many times slower (about 1 kB a face at m 16).
+    build_memory_mb: int = Field(1024, ge=64)
+
+
+class GalleryIndexConfig(_Strict):
+    """Approximate search for large galleries, per backend: FAISS in each replica (sqlite), pgvector's HNSW (postgres)."""
+
+    faiss: FaissConfig = FaissConfig()
+    pgvector: PgvectorIndex = PgvectorIndex()
+
+
+class StoreSettings(_Strict):
+    """What a Gallery replica needs to open its store (the DSN stays secret in reprs and logs)."""
+
+    backend: Literal["sqlite", "postgres"]
+    database: str | None = None
+    dsn: SecretStr | None = None
+    index: GalleryIndexConfig = GalleryIndexConfig()
+
+
+class GalleryConfig(_Strict):
+    """Subjects and their embeddings (SQLite or PostgreSQL) and the deployment that searches them."""
+
+    # ``sqlite``: one local file per node. ``postgres``: one PostgreSQL server with pgvector that
+    # gallery replicas on every node share (README, PostgreSQL backend).
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     # SQLite file; default ``<data dir>/gallery.sqlite3``. Every gallery replica must see the same
     # local file, so keep one replica per node holding it (see the README on scaling the gallery).
     database: str | None = None
+    # postgres: a libpq connection string or URI; default ``$FACEGRAPH_GALLERY_DSN``. It may hold a
+    # password: never logged, never in an error or an answer.
+    dsn: SecretStr | None = None
+    index: GalleryIndexConfig = GalleryIndexConfig()
     # No CPU share by default: idle until identities are used, and adding it must not push a config whose
     # model shares fill the machine past its CPUs (its replica would wait for one forever).
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.0, batching=Batching(max_batch_size=16, batch_wait_timeout_s=0.002))
@@ -150,8 +190,6 @@ class GalleryConfig(_Strict):
     # Faces whose eyes are closer than this many pixels are refused at enrollment and get no
     # identity (flagged low_quality); None turns the floor off.
     min_eye_distance_px: float | None = Field(20.0, ge=0)
-    # Approximate search (FAISS IVF-Flat in each replica) above a gallery size; exact below it.
-    approximate: FaissConfig = FaissConfig()
     max_metadata_bytes: int = Field(16384, ge=0)
 
 
@@ -234,6 +272,18 @@ class FacegraphConfig(_Strict):
         if self.gallery is None or self.recognizer is None:
             return None
         return Path(self.gallery.database).expanduser() if self.gallery.database else default_data_dir() / "gallery.sqlite3"
+
+    def gallery_store(self) -> StoreSettings | None:
+        """The Gallery replicas' store: the SQLite file, or the PostgreSQL DSN (config, else ``$FACEGRAPH_GALLERY_DSN``)."""
+        database = self.gallery_database()
+        if database is None:
+            return None
+        if self.gallery.backend == "sqlite":
+            return StoreSettings(backend="sqlite", database=str(database.resolve()), index=self.gallery.index)
+        dsn = self.gallery.dsn or (SecretStr(os.environ[ENV_GALLERY_DSN]) if os.environ.get(ENV_GALLERY_DSN) else None)
+        if dsn is None:
+            raise ValueError(f"gallery.backend postgres needs gallery.dsn or ${ENV_GALLERY_DSN}")
+        return StoreSettings(backend="postgres", dsn=dsn, index=self.gallery.index)
 
     def cache_dir(self) -> Path:
         return Path(self.model_cache).expanduser() if self.model_cache else default_cache_dir()

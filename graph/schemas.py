@@ -131,7 +131,7 @@ class GalleryAnswer(Decision):
     subjects: int
     faces: int
     faces_other_spaces: int
-    search: str = Field(description="exact, or approximate (FAISS IVF-Flat) above gallery.approximate.above_faces")
+    search: str = Field(description="exact, or approximate (FAISS IVF-Flat) above gallery.index.faiss.above_faces")
 
 
 class GpuAnswer(BaseModel):

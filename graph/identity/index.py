@@ -255,18 +255,7 @@ class GalleryIndex:
             state, n, matrix, codes, subjects = self._state, self._n, self._buffer, self._codes, len(self._subjects)
             if self._impostors is not None and self._impostors[0] == state:
                 return self._impostors[1]
-        model = None
-        if subjects >= MIN_IMPOSTOR_SUBJECTS:
-            rng = np.random.default_rng(0)
-            a, b = rng.integers(0, n, IMPOSTOR_PAIRS), rng.integers(0, n, IMPOSTOR_PAIRS)
-            keep = codes[a] != codes[b]
-            a, b = a[keep], b[keep]
-            if self.metric == "cosine":
-                found = 1.0 - np.einsum("ij,ij->i", matrix[a], matrix[b]).astype(np.float64)
-            else:
-                found = np.linalg.norm(matrix[a].astype(np.float64) - matrix[b], axis=1)
-            found.sort()
-            model = ImpostorModel(float(found.mean()), float(found.std()), len(found), "gallery", tuple(found.tolist()))
+        model = sample_impostors(matrix[:n], codes[:n], self.metric) if subjects >= MIN_IMPOSTOR_SUBJECTS else None
         with self._lock:
             self._impostors = (state, model)
         return model
@@ -290,6 +279,23 @@ class GalleryIndex:
             if width >= n:
                 return picks
             width = min(n, width * 4)  # many faces of few subjects: look further
+
+
+def sample_impostors(matrix: np.ndarray, codes: np.ndarray, metric: Metric, pairs: int = IMPOSTOR_PAIRS, seed: int = 0) -> ImpostorModel | None:
+    """Distances of random pairs of rows whose subject ``codes`` differ (rows unit-norm for cosine)."""
+    n = len(matrix)
+    if n < 2 or len(np.unique(codes)) < MIN_IMPOSTOR_SUBJECTS:
+        return None
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, n, pairs), rng.integers(0, n, pairs)
+    keep = codes[a] != codes[b]
+    a, b = a[keep], b[keep]
+    if metric == "cosine":
+        found = 1.0 - np.einsum("ij,ij->i", matrix[a], matrix[b]).astype(np.float64)
+    else:
+        found = np.linalg.norm(matrix[a].astype(np.float64) - matrix[b], axis=1)
+    found.sort()
+    return ImpostorModel(float(found.mean()), float(found.std()), len(found), "gallery", tuple(found.tolist()))
 
 
 def search_batch(index_for: Callable[[str, Metric], GalleryIndex], requests: Sequence[SearchRequest]) -> list[SearchAnswer]:
