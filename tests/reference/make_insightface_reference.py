@@ -25,23 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from throwaway import cli
+from throwaway import cli, ensure_venv
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("numpy", "cython", "setuptools", "wheel")
 # insightface 0.7.3 is an sdist with a Cython extension: built against the numpy installed first.
 REFERENCE = ("insightface==0.7.3", "onnxruntime==1.31.1", "opencv-python-headless==5.0.0.93")
 VERSIONS_OF = ("insightface", "onnxruntime", "opencv-python-headless", "numpy", "scikit-image")
-
-
-def ensure_venv(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, *PACKAGES], check=True)
-    subprocess.run([*pip, "--no-build-isolation", *REFERENCE], check=True)
-    return python
 
 
 def sha(data: bytes | np.ndarray) -> str:
@@ -53,7 +43,7 @@ def outer(args: argparse.Namespace) -> None:
     from tests.faithful.home import DETECTORS, RECOGNIZERS, reference_pictures
 
     started = time.time()
-    python = ensure_venv(Path(args.venv))
+    python = ensure_venv(Path(args.venv), PACKAGES, ["--no-build-isolation", *REFERENCE])
     pictures = reference_pictures(require_photos=True)
     detectors = {name: build() for name, build in DETECTORS.items()}
     recognizers = {name: build() for name, build in RECOGNIZERS.items()}

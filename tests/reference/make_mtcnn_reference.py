@@ -22,19 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from throwaway import cli
+from throwaway import cli, ensure_venv
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("mtcnn==1.0.0", "tensorflow-cpu==2.21.0")
 VERSIONS_OF = ("mtcnn", "tensorflow-cpu", "keras", "numpy", "joblib", "lz4")
-
-
-def ensure_venv(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PACKAGES], check=True)
-    return python
 
 
 def outer(args: argparse.Namespace) -> None:
@@ -42,7 +34,7 @@ def outer(args: argparse.Namespace) -> None:
     from tests.mtcnn_pack import RANDOM_INPUTS, astronaut_variants, lfw_onet_inputs, network_inputs
 
     started = time.time()
-    python = ensure_venv(Path(args.venv))
+    python = ensure_venv(Path(args.venv), PACKAGES)
     inputs = network_inputs()
     variants = astronaut_variants()
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from throwaway import cli
+from throwaway import cli, ensure_venv
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTOS = REPO.parent / "shared" / "photos"
@@ -41,14 +41,6 @@ PHOTO_NAMES = ("group-t1.jpg", "multiface.jpg", "angelina_jolie.jpg", "kate_sieg
 # Ultralytics' warmup fails. onnxruntime as the project pins it (onnxruntime-gpu 1.31.1).
 PACKAGES = ("ultralytics==8.4.190", "torch==2.14.1", "torchvision==0.29.1", "onnxruntime==1.31.1", "onnx==1.23.2")
 VERSIONS_OF = ("ultralytics", "torch", "torchvision", "onnxruntime", "onnx", "numpy", "opencv-python")
-
-
-def ensure_venv(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PACKAGES], check=True)
-    return python
 
 
 def pictures() -> dict[str, np.ndarray]:
@@ -70,7 +62,7 @@ def outer(args: argparse.Namespace) -> None:
     from tests.faithful.yolov8_face import yolov8_face_model
 
     started = time.time()
-    python = ensure_venv(Path(args.venv))
+    python = ensure_venv(Path(args.venv), PACKAGES)
     model = yolov8_face_model()
     images = pictures()
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,8 +7,20 @@ numpy and the reference package are importable there, so this module imports not
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+
+def ensure_venv(venv: Path, *installs: Sequence[str]) -> Path:
+    """The virtualenv's python, the venv made when missing; each of ``installs`` is one ``pip install`` argument list, run in order."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    for args in installs:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True)
+    return python
 
 
 def cli(doc: str, venv: str, what: str, out: Path, outer: Callable[[argparse.Namespace], None], inner: Callable[[Path, Path], None]) -> None:
