@@ -25,6 +25,8 @@ class LetterboxSettings(FamilySettings):
     max_faces: int = Field(100, ge=0)
     # Clip boxes and landmarks to the picture.
     clip: bool = True
+    # With clip: drop a box that lies wholly outside the picture (in the padding).
+    drop_outside: bool = True
     # Used only when the model's input height/width are dynamic.
     input_size: int = Field(640, ge=32, le=4096)
 
@@ -123,7 +125,7 @@ class LetterboxDetector(Detector):
         chosen = self.cap(boxes, width, height)
         faces = []
         for i in chosen:
-            if s.clip and getattr(s, "drop_outside", True) and (boxes[i, 2] - boxes[i, 0] < 1 or boxes[i, 3] - boxes[i, 1] < 1):
+            if s.clip and s.drop_outside and (boxes[i, 2] - boxes[i, 0] < 1 or boxes[i, 3] - boxes[i, 1] < 1):
                 continue  # a box that lies wholly in the padding
             faces.append(
                 Face(

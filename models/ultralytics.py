@@ -18,7 +18,7 @@ class UltralyticsSettings(LetterboxSettings):
     score_threshold: float = 0.25
     nms_iou: float = 0.7
     max_faces: int = Field(300, ge=0)
-    # Ultralytics keeps a clipped box even when it lies wholly outside the picture; True drops it.
+    # Ultralytics keeps a clipped box even when it lies wholly outside the picture.
     drop_outside: bool = False
 
 

@@ -51,7 +51,7 @@ class GalleryIndex:
         self._buffer = np.zeros((0, 0), np.float32)
         self._sq_norms = np.zeros(0, np.float32)
         self._codes = np.zeros(0, np.int32)
-        self._generation = getattr(self, "_generation", 0) + 1
+        self._generation += 1
         self._ann = None  # exact until the background job has re-added the rows
         self._n = 0
         self._last_id = 0

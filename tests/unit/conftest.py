@@ -14,3 +14,13 @@ def _no_ray(monkeypatch):
         raise AssertionError("unit tests must not start Ray")
 
     monkeypatch.setattr(ray, "init", forbidden)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An embedded (SQLite) gallery store in the test's own folder."""
+    from graph.identity.store import GalleryStore
+
+    s = GalleryStore(tmp_path / "gallery.sqlite3")
+    yield s
+    s.close()

@@ -8,19 +8,11 @@ import pytest
 from deployments.wire import SearchRequest
 from graph.config import FaissConfig
 from graph.identity.index import MIN_IMPOSTOR_SUBJECTS, GalleryIndex, search_batch
-from graph.identity.store import GalleryStore
 from models.dlib_resnet import IMPOSTORS
 from models.embedding import ImpostorModel, identification_decision, impostor_distance_at
 from models.types import Face
 
 SPACE = "dlib-resnet:0123456789abcdef:fp32"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = GalleryStore(tmp_path / "gallery.sqlite3")
-    yield s
-    s.close()
 
 
 def _enroll(store, subjects: int, faces: int, seed: int = 0, noise: float = 0.3) -> tuple[list[str], np.ndarray]:

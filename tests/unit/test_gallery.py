@@ -14,13 +14,6 @@ from models.embedding import compare, is_match
 SPACE = "dlib-resnet:0123456789abcdef:fp32"
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = GalleryStore(tmp_path / "gallery.sqlite3")
-    yield s
-    s.close()
-
-
 def _brute_force(queries, matrix, owners, metric, k):
     """Reference: per query, each subject's closest face, the k closest subjects."""
     out = []
