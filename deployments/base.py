@@ -23,7 +23,9 @@ BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
 def assigned_resources() -> tuple[float, float]:
-    """(GPU fraction, CPU share) this replica was scheduled with."""
+    """(GPU fraction, CPU share) this replica was scheduled with; (0, 1) outside Ray."""
+    if not ray.is_initialized():  # asking the runtime context would start a local Ray
+        return 0.0, 1.0
     try:
         resources = ray.get_runtime_context().get_assigned_resources()
     except Exception:  # outside a Ray worker (unit use)
