@@ -197,14 +197,19 @@ class BatchJobConfig(_Strict):
     """``facegraph batch``: what the bulk job adds to the stages' own settings.
 
     The model stages take their actor pools from their ``deployment`` (replicas, CPU and GPU
-    shares, resources, ``batching.max_batch_size`` as the rows per call); this is the reading and
-    decoding before them and the parquet writing after, which run as plain Ray tasks.
+    shares, resources, ``batching.max_batch_size`` as the rows per call); this is the reading (and,
+    with ``decode_in: tasks``, decoding) before them and the parquet writing after, which run as
+    plain Ray tasks.
     """
 
-    # CPU share of each reading/decoding and writing task. Small, so they fit beside the model actors
+    # CPU share of each reading and writing task. Small, so they fit beside the model actors
     # on a machine whose CPUs those mostly reserve (at Ray's default of 1, a task would wait for a free CPU).
     task_num_cpus: float = Field(0.1, gt=0)
-    decode_batch_size: int = Field(8, ge=1, le=1024)
+    read_batch_size: int = Field(8, ge=1, le=1024)
+    # Where pictures are decoded: in the detector's actors, as the Serve detector decodes (only the
+    # file's bytes travel between processes and nodes), or in the reading tasks (the pixels travel,
+    # and the detector's CPU share goes to the model alone: for detectors on GPUs with little CPU).
+    decode_in: Literal["detector", "tasks"] = "detector"
 
 
 class FacegraphConfig(_Strict):

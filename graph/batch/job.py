@@ -1,7 +1,8 @@
 """``facegraph batch``: a picture archive through the graph's models on Ray Data, into parquet.
 
-read + decode (Ray tasks) -> detector (actor pool) -> recognizer, deepfake (actor pools, batches of
-crops) -> [gallery writer] -> parquet. Each model stage's pool is its Serve deployment's settings
+read (Ray tasks) -> decode + detect (actor pool of the detector, which decodes as the Serve
+detector does; ``batch.decode_in: tasks`` decodes in the reading tasks instead) -> recognizer,
+deepfake (actor pools, batches of crops) -> [gallery writer] -> parquet. Each model stage's pool is its Serve deployment's settings
 from the same config: replicas (or autoscaling's min and max) as the pool size, CPU and GPU shares
 and custom resources per actor, ``batching.max_batch_size`` as rows per call.
 """
@@ -15,9 +16,8 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 
 from graph.batch.enroll import EnrollStage
-from graph.batch.rows import CROP_COLUMNS
 from graph.batch.sources import Location, done_keys, list_pictures, locate, parquet_files, read_rows
-from graph.batch.stages import ClassifyStage, DetectStage, EmbedStage, decode_pictures
+from graph.batch.stages import ClassifyStage, DetectStage, EmbedStage, read_pictures
 from graph.config import DeploymentConfig, FacegraphConfig
 from models.registry import load_model
 from models.types import CropSpec
@@ -91,13 +91,13 @@ def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset
     from ray.data import ActorPoolStrategy
 
     cache, task_cpus = str(config.cache_dir()), config.batch.task_num_cpus
-    # The paths are listed here, the files read in the decode tasks: one that cannot be read is its error row.
-    blocks = max(1, min(-(-len(paths) // config.batch.decode_batch_size), 2000))  # a decode batch each, to feed every pool
+    # The paths are listed here, the files read in the reading tasks: one that cannot be read is its error row.
+    blocks = max(1, min(-(-len(paths) // config.batch.read_batch_size), 2000))  # a reading batch each, to feed every pool
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
     ds = ds.map_batches(
-        functools.partial(decode_pictures, fs=fs, done=done, max_pixels=config.ingress.max_pixels),
+        functools.partial(read_pictures, fs=fs, done=done, max_pixels=config.ingress.max_pixels, decode=config.batch.decode_in == "tasks"),
         batch_format="pyarrow",
-        batch_size=config.batch.decode_batch_size,
+        batch_size=config.batch.read_batch_size,
         num_cpus=task_cpus,
     )
     ds = ds.map_batches(
@@ -112,7 +112,6 @@ def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset
             ds = ds.map_batches(
                 cls, fn_constructor_args=(stage_config.model.model_dump(), cache), batch_format="pyarrow", **pool_options(stage_config.deployment)
             )
-    ds = ds.drop_columns(list(CROP_COLUMNS))
     if enroll:
         gallery = config.gallery.deployment
         ds = ds.map_batches(

@@ -14,8 +14,9 @@ MODEL = pa.struct([("family", pa.string()), ("source", pa.string()), ("variant",
 PICTURE = [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32())]
 ERROR = [("error_code", pa.string()), ("error", pa.string())]
 
-# After reading and decoding: one row per picture; ``pixels`` is the RGB image, row-major (H, W, 3).
-DECODED = pa.schema(PICTURE + [("pixels", pa.large_binary())] + ERROR + [("decode_ms", pa.float32())])
+# After reading: one row per picture. ``data`` is the file's bytes when the detector decodes them (as
+# the Serve detector does); ``pixels`` the RGB image, row-major (H, W, 3), when reading tasks decoded it.
+READ = pa.schema(PICTURE + [("data", pa.large_binary()), ("pixels", pa.large_binary())] + ERROR + [("decode_ms", pa.float32())])
 
 # What DEST holds.
 OUTPUT = pa.schema(
@@ -47,9 +48,14 @@ OUTPUT = pa.schema(
     ]
 )
 
-# Between the detector and the branches: each face row carries its crops (0 or 1, raw uint8 HxWx3).
-CROP_COLUMNS = ("recognizer_crop", "deepfake_crop")
-STAGED = pa.schema(list(OUTPUT) + [(name, pa.binary()) for name in CROP_COLUMNS])
+# Between the detector and the branches: each face row carries the crops of the configured branches
+# (0 or 1, raw uint8 HxWx3), and each branch drops its own column once used.
+CROP_COLUMNS = {"recognizer": "recognizer_crop", "deepfake": "deepfake_crop"}
+
+
+def staged_schema(branches) -> pa.Schema:
+    """The rows the detector hands to ``branches``: the output's fields and a crop column per branch."""
+    return pa.schema(list(OUTPUT) + [(CROP_COLUMNS[b], pa.binary()) for b in branches])
 
 
 def model_value(described: dict) -> dict:

@@ -47,3 +47,90 @@ def test_enroll_takes_one_face_pictures_and_names_subjects_by_folder():
     small = {"status": "face", "faces": 1, "embedding": [0.1], "landmarks": [[10, 10], [22, 10]], "landmark_names": ["left_eye", "right_eye"]}
     assert enroll_status(small, 20.0) == "low_quality" and enroll_status(small, None) == "enrolled"
     assert enroll_status({**small, "landmarks": [[10, 10], [40, 10]]}, 20.0) == "enrolled"
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """The job's stages run in this process on fixture models, as an actor pool runs them."""
+    from graph.batch.job import crop_specs
+    from graph.batch.stages import ClassifyStage, DetectStage, EmbedStage
+    from graph.config import FacegraphConfig
+
+    config = FacegraphConfig.model_validate(
+        {
+            "model_cache": str(tmp_path_factory.mktemp("cache")),
+            "detector": {"model": {"family": "scrfd", "fixture": "square-scrfd", "device": "cpu", "settings": {"score_threshold": 0.3}}},
+            "recognizer": {"model": {"family": "arcface", "fixture": "pooled-arcface", "device": "cpu"}},
+            "deepfake": {"model": {"family": "image-classifier", "fixture": "rgb-classifier", "device": "cpu"}},
+        }
+    )
+    cache = str(config.cache_dir())
+    detect = DetectStage(config.detector.model.model_dump(), cache, crop_specs(config), 4_000_000)
+    return [detect, EmbedStage(config.recognizer.model.model_dump(), cache), ClassifyStage(config.deepfake.model.model_dump(), cache)]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from models.fixtures import draw_squares
+    from models.imaging import encode_jpeg
+    from tests.unit.test_imaging import png_header_only
+
+    root = tmp_path_factory.mktemp("pictures")
+    pictures = {
+        "two.png": _png(draw_squares(640, 400, [(50, 60, 150, 160), (300, 100, 420, 220)], seed=1)),
+        "one.jpg": encode_jpeg(draw_squares(300, 500, [(40, 60, 140, 160)], seed=2), 95),
+        "none.png": _png(draw_squares(200, 100, [])),
+        "text.jpg": b"not a picture",
+        "bomb.png": png_header_only(5000, 5000),
+    }
+    for name, content in pictures.items():
+        (root / name).write_bytes(content)
+    return root
+
+
+def _png(image) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", image[:, :, ::-1])[1].tobytes()
+
+
+def _job_rows(stages, folder, decode: bool, done=frozenset()) -> list[dict]:
+    from graph.batch.stages import read_pictures
+
+    fs, paths = list_pictures(str(folder))
+    table = read_pictures(pa.table({"path": paths + [str(folder / "gone.jpg")]}), fs=fs, done=done, max_pixels=4_000_000, decode=decode)
+    for stage in stages:
+        table = stage(table)
+    return table.to_pylist()
+
+
+def test_decoding_in_the_detector_or_in_the_reading_tasks_gives_the_same_rows(stages, folder):
+    from graph.batch.rows import OUTPUT
+
+    in_detector, in_tasks = _job_rows(stages, folder, decode=False), _job_rows(stages, folder, decode=True)
+    timings = ("decode_ms", "detect_ms", "recognizer_ms", "deepfake_ms")
+    assert [{k: v for k, v in r.items() if k not in timings} for r in in_detector] == [{k: v for k, v in r.items() if k not in timings} for r in in_tasks]
+    assert list(in_detector[0]) == OUTPUT.names  # the crops were dropped by the branches that used them
+    by_name = {}
+    for row in in_detector:
+        by_name.setdefault(row["path"].rsplit("/", 1)[1], []).append(row)
+    assert [(r["status"], r["face"], r["width"], r["height"]) for r in by_name["two.png"]] == [("face", 0, 640, 400), ("face", 1, 640, 400)]
+    assert [(r["status"], r["faces"], r["width"]) for r in by_name["one.jpg"]] == [("face", 1, 300)]
+    assert [(r["status"], r["width"], r["height"], r["embedding"]) for r in by_name["none.png"]] == [("no_face", 200, 100, None)]
+    assert [(r["status"], r["error_code"]) for r in by_name["text.jpg"] + by_name["bomb.png"] + by_name["gone.jpg"]] == [
+        ("error", "invalid_image"),
+        ("error", "image_too_large"),
+        ("error", "unreadable"),
+    ]
+    assert by_name["gone.jpg"][0]["sha256"] is None and by_name["text.jpg"][0]["detector_model"] is None  # no picture for it to run on
+    assert by_name["one.jpg"][0]["detector_model"]["family"] == "scrfd"
+    for row in by_name["two.png"] + by_name["one.jpg"]:
+        assert len(row["embedding"]) == 32 and 0 <= row["fake_probability"] <= 1 and row["decode_ms"] > 0 and row["detect_ms"] >= 0
+
+
+def test_pictures_dest_holds_are_not_read_again(stages, folder):
+    import hashlib
+
+    done = frozenset({(str(folder / "one.jpg"), hashlib.sha256((folder / "one.jpg").read_bytes()).hexdigest()), (str(folder / "two.png"), "another content")})
+    names = {row["path"].rsplit("/", 1)[1] for row in _job_rows(stages, folder, decode=False, done=done)}
+    assert names == {"two.png", "none.png", "text.jpg", "bomb.png", "gone.jpg"}
