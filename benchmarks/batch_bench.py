@@ -1,11 +1,13 @@
 """``facegraph bench-batch``: the bulk job against the served graph over HTTP, same pictures and models, one run.
 
-First the graph under closed-loop HTTP load at a few client counts (as ``facegraph bench`` loads
-it), then ``facegraph batch``'s job over the same pictures written ``--copies`` and twice as many
-times to folders, on a fresh local Ray. A job's time runs from building the dataset to the last
-parquet file written (actor start-up and model loading included); Ray's own start is left out of
-both. Writes ``results.json`` with ``ratios.batch_vs_graph_http_throughput`` (the job's pace once
-its pools are up, from the two runs) and the end-to-end ratio beside it.
+Rounds of the graph under closed-loop HTTP load (as ``facegraph bench`` loads it) and then
+``facegraph batch``'s job over the same pictures written ``--copies`` and three times as many times
+to folders, each on a fresh local Ray, alternating so that both meet the machine in the same
+states; the last round also runs the job decoding in the other place (``batch.decode_in``). A
+job's time runs from building the dataset to the last parquet file written (actor start-up and
+model loading included); Ray's own start is left out of both. Writes ``results.json`` with
+``ratios.batch_vs_graph_http_throughput``: the median over rounds of the job's pace once its pools
+are up (from its two runs) over the graph's best in the same round; the end-to-end ratio beside it.
 
     RAY_USAGE_STATS_ENABLED=0 unshare -n -p -f --mount-proc sh -c \\
         'ip link set lo up && .venv/bin/facegraph bench-batch --out bench-out/batch'
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -66,12 +69,27 @@ def _job(config: FacegraphConfig, pictures: Sequence[Picture], copies: int, work
     }
 
 
-def bench_batch(config: FacegraphConfig, pictures: Sequence[Picture], copies: int, workdir: Path) -> dict:
-    """After a short warm-up job, the job over ``copies`` and ``2 x copies`` copies of the pictures, on one fresh local Ray.
+def _pace(config: FacegraphConfig, pictures: Sequence[Picture], copies: int, workdir: Path) -> dict:
+    """The job over ``copies`` and ``3 x copies`` copies of the pictures; its pace from the pictures and time the larger run adds.
 
     Each run starts its own actor pools (processes, model loading); the extra pictures of the
     second over the extra time it took is the job's pace once its pools are up (``steady``).
     """
+    runs = [_job(config, pictures, n, workdir) for n in (copies, 3 * copies)]
+    small, large = runs
+    extra_s = large["seconds"] - small["seconds"]
+    steady = (large["processed"] - small["processed"]) / extra_s if extra_s > 0 else None
+    return {
+        "decode_in": config.batch.decode_in,
+        "runs": runs,
+        "pictures_per_s": large["pictures_per_s"],
+        "steady_pictures_per_s": round(steady, 3) if steady else None,
+        "start_up_s": round(small["seconds"] - small["processed"] / steady, 2) if steady else None,
+    }
+
+
+def bench_batch(config: FacegraphConfig, pictures: Sequence[Picture], copies: int, workdir: Path, other_too: bool) -> dict:
+    """After a short warm-up job, the job's pace with the config's decoding place (and, ``other_too``, with the other), on one fresh local Ray."""
     import ray
     from ray.data import DataContext
 
@@ -80,33 +98,27 @@ def bench_batch(config: FacegraphConfig, pictures: Sequence[Picture], copies: in
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"], log_to_driver=False, configure_logging=False)
     ray_start_s = time.perf_counter() - started
     DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    other = "tasks" if config.batch.decode_in == "detector" else "detector"
+    alternative = None
     try:
         # A first short job pays what only a cluster's first job pays (worker processes, cold files).
-        warm_up = _job(config, pictures[:4], 1, workdir)
-        runs = [_job(config, pictures, n, workdir) for n in (copies, 2 * copies)]
+        warm_up = _job(config, pictures[:4], 1, workdir / "warm-up")
+        configured = _pace(config, pictures, copies, workdir / config.batch.decode_in)
+        if other_too:
+            print(f"[bench-batch] again, decoding in the {other}", file=sys.stderr, flush=True)
+            placed = config.model_copy(update={"batch": config.batch.model_copy(update={"decode_in": other})})
+            alternative = _pace(placed, pictures, copies, workdir / other)
     finally:
         ray.shutdown()
-    small, large = runs
-    extra_s = large["seconds"] - small["seconds"]
-    steady = (large["processed"] - small["processed"]) / extra_s if extra_s > 0 else None
-    return {
-        "warm_up": warm_up,
-        "runs": runs,
-        "pictures_per_s": large["pictures_per_s"],
-        "steady_pictures_per_s": round(steady, 3) if steady else None,
-        "start_up_s": round(small["seconds"] - small["processed"] / steady, 2) if steady else None,
-        "ray_start_s": round(ray_start_s, 2),
-    }
+    return {**configured, "warm_up": warm_up, "ray_start_s": round(ray_start_s, 2), "other_decode_in": alternative}
 
 
-def run(config: FacegraphConfig, out_dir: Path, copies: int, photos: Path | None, phase: Phase, levels: Sequence[int] = LEVELS) -> dict:
+def _graph(config: FacegraphConfig, pictures: Sequence[Picture], levels: Sequence[int], phase: Phase) -> dict:
+    """The served graph under closed-loop HTTP load at ``levels`` clients, on its own fresh local Ray."""
     import asyncio
 
     from benchmarks.graph_bench import GraphBench
 
-    style = style_for(config.detector.model)
-    pictures = picture_mix(16, style) + (photo_pictures(photos) if style == "faces" else [])
-    print(f"[bench-batch] {len(pictures)} pictures; the graph over HTTP at {list(levels)} clients", file=sys.stderr, flush=True)
     load_before = _load()
     served = GraphBench(config, pictures)
     served.start()
@@ -114,28 +126,65 @@ def run(config: FacegraphConfig, out_dir: Path, copies: int, photos: Path | None
         http = asyncio.run(served.measure(levels, phase, modes=("http",)))["http"]
     finally:
         served.stop()
-    graph = {"http": http, "ray": {**served.resources, "startup_s": served.startup_s}, "load_avg_before": load_before, "load_avg_after": _load()}
-    print(f"[bench-batch] facegraph batch over {copies} copies of them", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="facegraph-bench-batch-") as work:
-        batch = bench_batch(config, pictures, copies, Path(work))
     best = max(http, key=lambda r: r["throughput_rps"])
+    return {"http": http, "best": {"concurrency": best["concurrency"], "rps": best["throughput_rps"]}, "ray": {**served.resources, "startup_s": served.startup_s}, "load_avg_before": load_before, "load_avg_after": _load()}
+
+
+def run(config: FacegraphConfig, out_dir: Path, copies: int, photos: Path | None, phase: Phase, rounds: int = 3, levels: Sequence[int] = LEVELS) -> dict:
+    """``rounds`` rounds of the graph then the job, alternating, so that both meet the machine in the same states.
+
+    The first round loads the graph at every level in ``levels``, later rounds at the best of them;
+    the last round also runs the job decoding in the other place. Each round's ratio is the job's
+    steady pace over the graph's best in that round; ``results.json`` gives their median.
+    """
+    style = style_for(config.detector.model)
+    pictures = picture_mix(16, style) + (photo_pictures(photos) if style == "faces" else [])
+    done = []
+    with tempfile.TemporaryDirectory(prefix="facegraph-bench-batch-") as work:
+        for k in range(rounds):
+            at = list(levels) if k == 0 else [done[0]["graph"]["best"]["concurrency"]]
+            print(f"[bench-batch] round {k + 1}/{rounds}: {len(pictures)} pictures; the graph over HTTP at {at} clients", file=sys.stderr, flush=True)
+            graph = _graph(config, pictures, at, phase)
+            print(f"[bench-batch] round {k + 1}/{rounds}: facegraph batch over {copies} and {3 * copies} copies of them", file=sys.stderr, flush=True)
+            batch = bench_batch(config, pictures, copies, Path(work) / f"round-{k + 1}", other_too=k == rounds - 1)
+            rps = graph["best"]["rps"]
+            done.append(
+                {
+                    "graph": graph,
+                    "batch": batch,
+                    "ratio": ratio(batch["steady_pictures_per_s"], rps),
+                    "end_to_end_ratio": ratio(batch["pictures_per_s"], rps),
+                }
+            )
+    last = done[-1]["batch"]["other_decode_in"]
     info = machine.machine_info()
+
+    def middle(values):
+        values = [v for v in values if v is not None]
+        return round(statistics.median(values), 3) if values else None
+
     results = {
         "machine": info.to_json(),
         "caption": info.caption(),
         "config": config.model_dump(mode="json"),
         "pictures": [{"name": p.name, "width": p.width, "height": p.height, "faces": p.faces, "style": p.style} for p in pictures],
-        "graph": graph,
-        "batch": batch,
+        "rounds": done,
         "ratios": {
-            # Both at their pace once started (the graph's load excludes its start, as the job's steady pace does).
-            "batch_vs_graph_http_throughput": ratio(batch["steady_pictures_per_s"], best["throughput_rps"]),
-            # The job's whole run, its actor start-up and model loading included.
-            "batch_end_to_end_vs_graph_http_throughput": ratio(batch["pictures_per_s"], best["throughput_rps"]),
+            # Both at their pace once started (the graph's load excludes its start, as the job's steady pace does): the median over rounds.
+            "batch_vs_graph_http_throughput": middle(r["ratio"] for r in done),
+            # The job's whole run over 3 x copies copies, its actor start-up and model loading included.
+            "batch_end_to_end_vs_graph_http_throughput": middle(r["end_to_end_ratio"] for r in done),
+            # The same job decoding in the other place (batch.decode_in), against the last round's graph.
+            f"batch_decode_in_{last['decode_in']}_vs_graph_http_throughput": ratio(last["steady_pictures_per_s"], done[-1]["graph"]["best"]["rps"]),
+            "per_round": [r["ratio"] for r in done],
+            "per_round_end_to_end": [r["end_to_end_ratio"] for r in done],
             "basis": {
-                "graph_best": {"concurrency": best["concurrency"], "rps": best["throughput_rps"]},
-                "batch_steady_pictures_per_s": batch["steady_pictures_per_s"],
-                "batch_end_to_end_pictures_per_s": batch["pictures_per_s"],
+                "batch_decode_in": config.batch.decode_in,
+                "graph_best_rps": [r["graph"]["best"]["rps"] for r in done],
+                "graph_best_concurrency": [r["graph"]["best"]["concurrency"] for r in done],
+                "batch_steady_pictures_per_s": [r["batch"]["steady_pictures_per_s"] for r in done],
+                "batch_end_to_end_pictures_per_s": [r["batch"]["pictures_per_s"] for r in done],
+                f"batch_decode_in_{last['decode_in']}_steady_pictures_per_s": last["steady_pictures_per_s"],
             },
         },
     }
@@ -158,13 +207,14 @@ def main(args) -> int:
 
     phase = Phase(warmup_s=0.5, measure_s=2.0) if args.quick else Phase(warmup_s=3.0, measure_s=12.0)
     out = Path(args.out)
-    results = run(load_config(args.config), out, args.copies, Path(args.photos) if args.photos else None, phase)
-    ratios = results["ratios"]
+    results = run(load_config(args.config), out, args.copies, Path(args.photos) if args.photos else None, phase, args.rounds)
+    ratios, basis = results["ratios"], results["ratios"]["basis"]
     print(f"facegraph bench-batch: wrote {out / 'results.json'}")
-    print(f"  graph over HTTP, best: {ratios['basis']['graph_best']['rps']} pictures/s at {ratios['basis']['graph_best']['concurrency']} clients")
-    batch, large = results["batch"], results["batch"]["runs"][-1]
-    print(f"  facegraph batch: {batch['steady_pictures_per_s']} pictures/s once started; {batch['pictures_per_s']} end to end ({large['pictures']} pictures in {large['seconds']} s)")
-    print(f"  batch_vs_graph_http_throughput: {ratios['batch_vs_graph_http_throughput']} (end to end: {ratios['batch_end_to_end_vs_graph_http_throughput']})")
+    print(f"  graph over HTTP, best per round: {basis['graph_best_rps']} pictures/s at {basis['graph_best_concurrency']} clients")
+    print(f"  facegraph batch once started, per round: {basis['batch_steady_pictures_per_s']} pictures/s; end to end {basis['batch_end_to_end_pictures_per_s']}")
+    print(f"  batch_vs_graph_http_throughput (median of rounds {ratios['per_round']}): {ratios['batch_vs_graph_http_throughput']} (end to end: {ratios['batch_end_to_end_vs_graph_http_throughput']})")
+    other = results["rounds"][-1]["batch"]["other_decode_in"]
+    print(f"  decoding in the {other['decode_in']} instead (last round): {other['steady_pictures_per_s']} pictures/s once started; {other['pictures_per_s']} end to end")
     return 0
 
 
@@ -172,7 +222,8 @@ def add_parser(sub) -> None:
     bench = sub.add_parser("bench-batch", help="facegraph batch against the served graph over HTTP on the same pictures and models")
     bench.add_argument("--out", default="bench-out/batch")
     bench.add_argument("--config", help="a Serve config YAML (default: the built-in default config)")
-    bench.add_argument("--copies", type=int, default=10, help="copies of each benchmark picture in the first job (the second reads twice as many)")
+    bench.add_argument("--copies", type=int, default=10, help="copies of each benchmark picture in the first job (the second reads three times as many)")
+    bench.add_argument("--rounds", type=int, default=3, help="rounds of the graph then the job, alternating; the ratio is their median")
     bench.add_argument("--photos", help="folder of the marked real photos (default: ../shared/photos beside the repository)")
     bench.add_argument("--quick", action="store_true", help="short graph loads, for shape, not timings")
     bench.set_defaults(func=main)
