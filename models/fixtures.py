@@ -43,8 +43,17 @@ RGB_CLASSIFIER = {
 }
 
 
-class _Graph:
-    """A tiny builder so fixture graphs read as arithmetic."""
+class GraphBuilder:
+    """A tiny ONNX builder so graphs read as arithmetic: numbered names, constants, one node per call.
+
+    The class attributes name what a serialized model carries; subclasses that build other
+    families of test models set their own (their files' bytes depend on them).
+    """
+
+    const_prefix = "c"
+    graph_name = "fixture"
+    producer = "facegraph-fixtures"
+    opset = OPSET
 
     def __init__(self):
         self.nodes: list = []
@@ -56,13 +65,13 @@ class _Graph:
         return f"{prefix}_{self.n}"
 
     def const(self, value, dtype=np.float32) -> str:
-        name = self.name("c")
+        name = self.name(self.const_prefix)
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
+    def op(self, op_type: str, *inputs: str, node_name: str | None = None, **attrs) -> str:
         out = self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=node_name, **attrs))
         return out
 
     def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
@@ -70,17 +79,19 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
         return outs
 
-    def model(self, inputs, outputs, renames: dict[str, str]) -> bytes:
+    def model(self, inputs, outputs, renames: dict[str, str], metadata: dict[str, str] | None = None) -> bytes:
         for src, dst in renames.items():
             self.nodes.append(helper.make_node("Identity", [src], [dst]))
-        graph = helper.make_graph(self.nodes, "fixture", inputs, outputs, self.inits)
-        model = helper.make_model(graph, opset_imports=OPSET, producer_name="facegraph-fixtures")
+        graph = helper.make_graph(self.nodes, self.graph_name, inputs, outputs, self.inits)
+        model = helper.make_model(graph, opset_imports=self.opset, producer_name=self.producer)
         model.ir_version = 8
+        for key, value in (metadata or {}).items():
+            model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
         onnx.checker.check_model(model)
         return model.SerializeToString()
 
 
-def _square_fields(g: _Graph, grey: str, stride: int) -> dict[str, str]:
+def _square_fields(g: GraphBuilder, grey: str, stride: int) -> dict[str, str]:
     """Per-anchor box centre, size and score for one stride, from local moments.
 
     ``grey`` is (N, 1, SIZE, SIZE) in 0..255. Returns names of (N, gh, gw) double tensors.
@@ -138,13 +149,13 @@ def _square_fields(g: _Graph, grey: str, stride: int) -> dict[str, str]:
     return {"cx": squeeze(cx), "cy": squeeze(cy), "w": squeeze(w), "h": squeeze(h), "score": squeeze(score)}
 
 
-def _grey(g: _Graph, images: str, mean: float, scale: float) -> str:
+def _grey(g: GraphBuilder, images: str, mean: float, scale: float) -> str:
     """(N,3,H,W) normalised input -> (N,1,H,W) grey in 0..255."""
     grey = g.op("ReduceMean", images, g.const([1], np.int64), keepdims=1)
     return g.op("Add", g.op("Div", grey, g.const(scale)), g.const(mean))
 
 
-def _landmarks(g: _Graph, f: dict[str, str]) -> list[tuple[str, str]]:
+def _landmarks(g: GraphBuilder, f: dict[str, str]) -> list[tuple[str, str]]:
     x1 = g.op("Sub", f["cx"], g.op("Mul", f["w"], g.const(0.5)))
     y1 = g.op("Sub", f["cy"], g.op("Mul", f["h"], g.const(0.5)))
     return [
@@ -153,13 +164,13 @@ def _landmarks(g: _Graph, f: dict[str, str]) -> list[tuple[str, str]]:
     ]
 
 
-def _flat(g: _Graph, t: str) -> str:
+def _flat(g: GraphBuilder, t: str) -> str:
     """(N, gh, gw) -> (N, 1, gh*gw)."""
     return g.op("Reshape", t, g.const([0, 1, -1], np.int64))
 
 
 def square_yolov8_face() -> bytes:
-    g = _Graph()
+    g = GraphBuilder()
     images = "images"
     grey = _grey(g, images, 0.0, 1.0 / 255.0)
     per_stride = []
@@ -180,7 +191,7 @@ def square_yolov8_face() -> bytes:
 
 def square_scrfd() -> bytes:
     """SCRFD layout with batch-less outputs (A, k), as insightface's batch-1 exports have."""
-    g = _Graph()
+    g = GraphBuilder()
     images = "input.1"
     grey = _grey(g, images, 127.5, 1.0 / 128.0)
     scores, boxes, kps = [], [], []
@@ -224,7 +235,7 @@ def square_scrfd() -> bytes:
 
 def square_yolov10() -> bytes:
     """YOLOv10 end-to-end layout: one row per local score peak at stride 32, top 300."""
-    g = _Graph()
+    g = GraphBuilder()
     images = "images"
     grey = _grey(g, images, 0.0, 1.0 / 255.0)
     f = _square_fields(g, grey, 32)
@@ -264,7 +275,7 @@ def pooled_arcface_weights() -> np.ndarray:
 
 
 def pooled_arcface() -> bytes:
-    g = _Graph()
+    g = GraphBuilder()
     pooled = g.op("AveragePool", "input.1", kernel_shape=[28, 28], strides=[28, 28])
     flat = g.op("Flatten", pooled, axis=1)
     out = g.op("MatMul", flat, g.const(pooled_arcface_weights()))
@@ -284,7 +295,7 @@ def pooled_arcface_reference(crops: np.ndarray) -> np.ndarray:
 
 
 def rgb_classifier() -> bytes:
-    g = _Graph()
+    g = GraphBuilder()
     means = g.op("ReduceMean", "pixel_values", g.const([2, 3], np.int64), keepdims=0)  # (N, 3)
     fake = g.op("Mul", g.op("MatMul", means, g.const([[1.0], [0.0], [-1.0]])), g.const(4.0))
     logits = g.op("Concat", g.op("Mul", fake, g.const(0.0)), fake, axis=1)
@@ -309,7 +320,7 @@ def brittle_classifier() -> bytes:
 
     For fault tests: a stage that raises inside its batch.
     """
-    g = _Graph()
+    g = GraphBuilder()
     size = RGB_CLASSIFIER["size"]
     flat = g.op("Reshape", "pixel_values", g.const([1, 3 * size[0] * size[1]], np.int64))
     logits = g.op("MatMul", flat, g.const(np.zeros((3 * size[0] * size[1], 2), np.float32)))
@@ -322,7 +333,7 @@ def brittle_classifier() -> bytes:
 
 def identity_model() -> bytes:
     """The smallest useful model: y = x + 1 on (N, 4) float32, to prove a provider runs."""
-    g = _Graph()
+    g = GraphBuilder()
     out = g.op("Add", "x", g.const(np.ones(4, np.float32)))
     return g.model(
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],

@@ -4,38 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-OPSET = [helper.make_opsetid("", 17)]
+from models.fixtures import GraphBuilder
 
 
-class Net:
+class Net(GraphBuilder):
     """Nodes and initializers of one graph, with He-initialised convolutions from one seed."""
 
+    const_prefix = "w"
+    graph_name = "faithful"
+    producer = "facegraph-tests"
+    opset = [helper.make_opsetid("", 17)]
+
     def __init__(self, seed: int):
+        super().__init__()
         self.rng = np.random.default_rng(seed)
-        self.nodes: list = []
-        self.inits: list = []
-        self.n = 0
-
-    def name(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}_{self.n}"
-
-    def const(self, value, dtype=np.float32) -> str:
-        name = self.name("w")
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, node_name: str | None = None, **attrs) -> str:
-        out = self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=node_name or "", **attrs))
-        return out
 
     def conv(
-        self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1, gain: float = 1.0, bias: float = 0.0, noise: float = 0.1
+        self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1, gain: float = 1.0, bias=0.0, noise: float = 0.1, zero_mean: bool = False
     ) -> str:
         w = self.rng.standard_normal((cout, cin, k, k)) * gain * np.sqrt(2.0 / (cin * k * k))
+        if zero_mean:  # respond to edges and colour contrast, not to overall brightness
+            w -= w.mean(axis=(1, 2, 3), keepdims=True)
         b = self.rng.standard_normal(cout) * noise + bias
         return self.op("Conv", x, self.const(w), self.const(b), kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
 
@@ -60,17 +51,6 @@ class Net:
         """(N, A*k, h, w) head -> (N, h*w*A, k) rows (or (h*w*A, k) without the batch axis)."""
         t = self.op("Transpose", x, perm=[0, 2, 3, 1])
         return self.op("Reshape", t, self.const([0, -1, k] if batched else [-1, k], np.int64))
-
-    def model(self, inputs, outputs, renames: dict[str, str], metadata: dict[str, str] | None = None) -> bytes:
-        for src, dst in renames.items():
-            self.nodes.append(helper.make_node("Identity", [src], [dst]))
-        graph = helper.make_graph(self.nodes, "faithful", inputs, outputs, self.inits)
-        proto = helper.make_model(graph, opset_imports=OPSET, producer_name="facegraph-tests")
-        proto.ir_version = 8
-        for key, value in (metadata or {}).items():
-            proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-        onnx.checker.check_model(proto)
-        return proto.SerializeToString()
 
 
 def tensor(name: str, shape) -> onnx.ValueInfoProto:

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from tests.faithful.nets import Net
 
 SEED = 20240817
 SIZE = 640
@@ -86,41 +88,11 @@ def export_metadata(batch: int = 1, dynamic: bool = False) -> dict[str, str]:
     return {key: str(value) for key, value in meta.items()}
 
 
-class _Graph:
-    """Nodes and initializers of one graph; all weights come from one seeded generator, in build order."""
-
-    def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list = []
-        self.inits: list = []
-        self.n = 0
-
-    def name(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}_{self.n}"
-
-    def const(self, value, dtype=np.float32) -> str:
-        name = self.name("w")
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
-        out = self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
-        return out
-
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int, gain: float = 1.0, bias=0.0, zero_mean: bool = False) -> str:
-        w = self.rng.standard_normal((cout, cin, k, k)) * gain * np.sqrt(2.0 / (cin * k * k))
-        if zero_mean:  # respond to edges and colour contrast, not to overall brightness
-            w -= w.mean(axis=(1, 2, 3), keepdims=True)
-        b = self.rng.standard_normal(cout) * 0.1 + bias
-        return self.op("Conv", x, self.const(w), self.const(b), kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
-
-    def silu(self, x: str) -> str:
-        return self.op("Mul", x, self.op("Sigmoid", x))
+def _silu(g: Net, x: str) -> str:
+    return g.op("Mul", x, g.op("Sigmoid", x))
 
 
-def _head(g: _Graph, feat: str, stride: int) -> str:
+def _head(g: Net, feat: str, stride: int) -> str:
     """(N, WIDTH, h, w) features -> (N, 20, h*w) decoded rows for one stride."""
     grid = SIZE // stride
     flat = g.const([0, 0, -1], np.int64)
@@ -156,11 +128,11 @@ def _head(g: _Graph, feat: str, stride: int) -> str:
 
 def yolov8_face_model(dynamic_batch: bool = False, seed: int = SEED) -> bytes:
     """The serialized model: ``images`` [1, 3, 640, 640] -> ``output0`` [1, 20, 8400] (batch axis 'batch' if asked)."""
-    g = _Graph(seed)
+    g = Net(seed)
     x = "images"
     feats, stride, cin = {}, 1, 3
     while stride < max(STRIDES):
-        x = g.silu(g.conv(x, cin, WIDTH, 3, 2, zero_mean=cin == 3))
+        x = _silu(g, g.conv(x, cin, WIDTH, 3, 2, zero_mean=cin == 3))
         cin, stride = WIDTH, stride * 2
         if stride in STRIDES:
             feats[stride] = x
