@@ -1,8 +1,9 @@
 """MTCNN test helpers: the pinned wheel (downloaded once, checked, converted) and reproducible inputs.
 
-The reference script (``tests/reference/make_mtcnn_reference.py``) and the unit
-tests both build their network inputs with the functions here, so the data file
-keeps only seeds and shapes, not the arrays.
+The reference script (``tests/reference/make_mtcnn_reference.py``) and the tests
+build their network inputs with the functions here. The data file keeps the seeds
+of the noise inputs and the pictures that OpenCV computed (``input_pictures``) as
+the reference saw them, so the parity tests do not depend on OpenCV's release.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ CROP_JITTER = ((0.0, 0.0, 1.0), (0.1, -0.05, 1.1), (-0.15, 0.1, 0.9), (0.3, 0.2,
 PNET_ASTRONAUT_SCALE = 0.2
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 NCHW (1, 3, H, W) scaled as MTCNN wants."""
-    return ((image.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+def normalise(pictures: np.ndarray) -> np.ndarray:
+    """RGB uint8 (N, H, W, 3) -> float32 NCHW (N, 3, H, W) scaled as MTCNN wants."""
+    return ((pictures.astype(np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2)
 
 
 def random_input(seed: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -48,8 +49,8 @@ def astronaut() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[:, :, :3])
 
 
-def astronaut_crops(size: int) -> np.ndarray:
-    """(len(CROP_JITTER), 3, size, size) normalised crops around and beside the astronaut's face."""
+def astronaut_crop_pictures(size: int) -> np.ndarray:
+    """(len(CROP_JITTER), size, size, 3) uint8 crops around and beside the astronaut's face."""
     image = astronaut()
     x1, y1, x2, y2 = ASTRONAUT_FACE
     side = max(x2 - x1, y2 - y1)
@@ -60,25 +61,44 @@ def astronaut_crops(size: int) -> np.ndarray:
         left, top = cx + dx * side - s / 2, cy + dy * side - s / 2
         matrix = np.array([[size / s, 0, -left * size / s], [0, size / s, -top * size / s]])
         crops.append(cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-    return np.concatenate([normalise(c) for c in crops])
+    return np.stack(crops)
 
 
-def astronaut_pnet_input() -> np.ndarray:
+def astronaut_pnet_picture() -> np.ndarray:
+    """(1, h, w, 3) uint8: the astronaut shrunk so that P-Net sees her face at one of its own scales."""
     image = astronaut()
     side = round(image.shape[0] * PNET_ASTRONAUT_SCALE)
-    return normalise(cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA))
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)[None]
 
 
-def lfw_onet_inputs() -> tuple[np.ndarray, np.ndarray]:
-    """O-Net inputs for ``skimage.data.lfw_subset()`` (grey 25x25 -> RGB 48x48) and labels (1 = face)."""
+def lfw_onet_pictures() -> np.ndarray:
+    """(200, 48, 48, 3) uint8: ``skimage.data.lfw_subset()`` (grey 25x25) resized for O-Net, grey in all three channels."""
     from skimage import data
 
     grey = (data.lfw_subset() * 255.0).round().clip(0, 255).astype(np.uint8)
-    crops = [cv2.resize(g, (48, 48), interpolation=cv2.INTER_LINEAR) for g in grey]
-    batch = np.concatenate([normalise(np.repeat(c[:, :, None], 3, axis=2)) for c in crops])
+    crops = np.stack([cv2.resize(g, (48, 48), interpolation=cv2.INTER_LINEAR) for g in grey])
+    return np.repeat(crops[..., None], 3, axis=3)
+
+
+def lfw_onet_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """O-Net inputs for ``skimage.data.lfw_subset()`` and labels (1 = face)."""
     # The first 100 pictures are faces, the last 100 are not (scikit-image's documentation).
     labels = np.r_[np.ones(100, np.int64), np.zeros(100, np.int64)]
-    return batch, labels
+    return normalise(lfw_onet_pictures()), labels
+
+
+def input_pictures() -> dict[str, np.ndarray]:
+    """The uint8 pictures behind the inputs that OpenCV computes, keyed ``<net>_<index in network_inputs>``.
+
+    OpenCV's resize and warp move by a few grey levels between releases, so the reference
+    file stores these pictures as the reference saw them (``recorded_pictures``).
+    """
+    return {
+        "pnet_2": astronaut_pnet_picture(),
+        "rnet_1": astronaut_crop_pictures(24),
+        "onet_1": astronaut_crop_pictures(48),
+        "onet_2": lfw_onet_pictures(),
+    }
 
 
 def astronaut_variants() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -86,13 +106,14 @@ def astronaut_variants() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return moved_about(astronaut())
 
 
-def network_inputs() -> dict[str, list[np.ndarray]]:
-    """Every input each network is compared on, in a fixed order."""
+def network_inputs(pictures: dict[str, np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
+    """Every input each network is compared on, in a fixed order: the seeded noise, then ``pictures`` (default: rebuilt now)."""
+    pictures = input_pictures() if pictures is None else pictures
     out = {name: [random_input(seed, shape) for seed, shape in cases] for name, cases in RANDOM_INPUTS.items()}
-    out["pnet"].append(astronaut_pnet_input())
-    out["rnet"].append(astronaut_crops(24))
-    out["onet"].append(astronaut_crops(48))
-    out["onet"].append(lfw_onet_inputs()[0])
+    for key in ("pnet_2", "rnet_1", "onet_1", "onet_2"):
+        net, index = key.split("_")
+        assert len(out[net]) == int(index), key
+        out[net].append(normalise(pictures[key]))
     return out
 
 

@@ -37,3 +37,41 @@ def load_reference(path: Path) -> dict:
         arrays = {k: data[k] for k in data.files}
     arrays["meta"] = json.loads(str(arrays["meta"]))
     return arrays
+
+
+INPUT_PREFIX = "input__"
+
+
+def recorded_pictures(reference: dict) -> dict[str, np.ndarray]:
+    """The uint8 pictures a reference file keeps as its network inputs were computed when it was recorded."""
+    found = {k[len(INPUT_PREFIX):]: v for k, v in reference.items() if k.startswith(INPUT_PREFIX)}
+    if not found:
+        pytest.fail("the reference file keeps no input pictures: rerun its recorder")
+    return found
+
+
+def input_pictures_note(pictures: dict[str, np.ndarray]) -> dict:
+    """What a reference file's ``meta`` says of its stored input pictures: which, and the libraries that made them."""
+    import cv2
+
+    return {"keys": sorted(pictures), "opencv": cv2.__version__, "numpy": np.__version__}
+
+
+def store_input_pictures(path: Path, pictures: dict[str, np.ndarray], inputs: dict[str, np.ndarray], recorded_sums: dict[str, float]) -> None:
+    """Add ``pictures`` to a recorded reference file, once their network ``inputs`` prove to be the ones it was recorded on.
+
+    Each input's float64 sum must equal the sum the file recorded exactly: run this with the
+    library releases the reference was made with (its ``meta`` names them), not today's.
+    """
+    for key, x in inputs.items():
+        got = float(x.astype(np.float64).sum())
+        if got != recorded_sums[key]:
+            raise SystemExit(f"{key}: sum {got!r}, the reference recorded {recorded_sums[key]!r}: these are not its inputs")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if not k.startswith(INPUT_PREFIX)}
+    meta = json.loads(str(arrays["meta"]))
+    meta["input_pictures"] = input_pictures_note(pictures)
+    arrays["meta"] = np.array(json.dumps(meta))
+    arrays.update({INPUT_PREFIX + key: np.ascontiguousarray(picture, np.uint8) for key, picture in pictures.items()})
+    np.savez_compressed(path, **arrays)
+    print(f"stored {len(pictures)} input pictures in {path} ({path.stat().st_size / 1024:.0f} KiB)")

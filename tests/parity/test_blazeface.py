@@ -18,12 +18,13 @@ from models.errors import ImageError, SignatureError
 from models.geometry import crop_face, iou, weighted_nms
 from models.pack.blazeface_weights import MODELS
 from models.runtime import RuntimeOptions, create_session
-from tests.pack import load_reference
+from tests.pack import load_reference, recorded_pictures
 from tests.blazeface_pack import (  # noqa: F401  (session fixtures)
     REFERENCE_FILE,
     SIZES,
     blazeface_models,
     blazeface_sessions,
+    input_pictures,
     network_inputs,
     pictures,
 )
@@ -54,7 +55,7 @@ def test_conversion_keeps_the_float16_weights_and_the_layouts(blazeface_models):
 @pytest.mark.parametrize("model", list(MODELS))
 def test_network_matches_the_tflite_runtime(blazeface_sessions, reference, model):
     session = blazeface_sessions[model]
-    for name, batch in network_inputs(model).items():
+    for name, batch in network_inputs(model, recorded_pictures(reference)).items():
         key = f"{model}__{name}"
         recorded = reference["meta"]["inputs"][key]
         assert list(batch.shape) == recorded["shape_nhwc"]
@@ -74,7 +75,7 @@ def test_decoding_matches_mediapipe_as_the_package_ports_it(blazeface_sessions, 
     size = SIZES[model]
     for name in pictures():
         key = f"{model}__{name}"
-        batch = network_inputs(model)[name]
+        batch = network_inputs(model, recorded_pictures(reference))[name]
         regressors, scores = blazeface_sessions[model].run(None, {"input": batch.transpose(0, 3, 1, 2).copy()})
         boxes, probability, points = adapter.decode(regressors[0], scores[0])
         boxes, probability, points = weighted_nms(boxes, probability, points, 0.3)
@@ -83,6 +84,15 @@ def test_decoding_matches_mediapipe_as_the_package_ports_it(blazeface_sessions, 
         got = np.concatenate([boxes.reshape(-1, 2, 2), points], axis=1) / size
         np.testing.assert_allclose(got, want, atol=1e-4, err_msg=key)
         np.testing.assert_allclose(probability, want_scores, atol=1e-4, err_msg=key)
+
+
+def test_letterbox_still_makes_what_the_reference_saw(reference):
+    """OpenCV's area resize of the day gives the stored canvases (identical with OpenCV 4.10, 4.14, 5.0 and 5.1)."""
+    stored = recorded_pictures(reference)
+    for key, canvas in input_pictures().items():
+        assert canvas.shape == stored[key].shape, key
+        difference = np.abs(canvas.astype(np.int16) - stored[key].astype(np.int16))
+        assert difference.max() <= 2 and difference.mean() <= 0.05, (key, int(difference.max()), float(difference.mean()))
 
 
 def test_anchor_layouts_cover_every_model():

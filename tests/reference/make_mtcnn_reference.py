@@ -2,9 +2,11 @@
 
 The package and TensorFlow go into a throwaway virtualenv (never into the
 project's); this script then calls itself inside it with ``--inner``. Network
-inputs are rebuilt from seeds and pictures by ``tests/mtcnn_pack.py``, so the
-data file holds only the reference outputs, the detections, and a ``meta`` JSON
-record (command, package versions, seeds, shapes, input checksums).
+inputs are built from seeds and pictures by ``tests/mtcnn_pack.py``; the data
+file holds the reference outputs, the detections, the pictures OpenCV cut for the
+inputs (``input__*``, uint8, so the tests need not cut them again with another
+OpenCV) and a ``meta`` JSON record (command, package versions, seeds, shapes,
+input checksums).
 
 Usage, from the repository root:
     .venv/bin/python tests/reference/make_mtcnn_reference.py [--venv /tmp/facegraph-mtcnn-ref]
@@ -31,11 +33,13 @@ VERSIONS_OF = ("mtcnn", "tensorflow-cpu", "keras", "numpy", "joblib", "lz4")
 
 def outer(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
-    from tests.mtcnn_pack import RANDOM_INPUTS, astronaut_variants, lfw_onet_inputs, network_inputs
+    from tests.mtcnn_pack import RANDOM_INPUTS, astronaut_variants, input_pictures, lfw_onet_inputs, network_inputs
+    from tests.pack import INPUT_PREFIX, input_pictures_note
 
     started = time.time()
     python = ensure_venv(Path(args.venv), PACKAGES)
-    inputs = network_inputs()
+    pictures = input_pictures()
+    inputs = network_inputs(pictures)
     variants = astronaut_variants()
     with tempfile.TemporaryDirectory() as tmp:
         feed = Path(tmp) / "inputs.npz"
@@ -70,8 +74,10 @@ def outer(args: argparse.Namespace) -> None:
         "astronaut_box_xywh": inner_meta["astronaut_json"][0]["box"] if inner_meta["astronaut_json"] else None,
         "astronaut_json": inner_meta["astronaut_json"],
         "reference_lfw_onet_accuracy": float(((lfw_prob > 0.5).astype(np.int64) == labels).mean()),
+        "input_pictures": input_pictures_note(pictures),
     }
     out["meta"] = np.array(json.dumps(meta))
+    out.update({INPUT_PREFIX + key: picture for key, picture in pictures.items()})
     target = Path(args.out)
     target.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(target, **out)
@@ -115,8 +121,26 @@ def inner(feed: Path, result: Path) -> None:
     np.savez(result, **out)
 
 
+def store_inputs(path: Path) -> None:
+    """Add the input pictures to a file recorded before the file kept them (run with the OpenCV it was recorded with)."""
+    sys.path.insert(0, str(REPO))
+    from tests.mtcnn_pack import input_pictures, network_inputs
+    from tests.pack import load_reference, store_input_pictures
+
+    recorded = load_reference(path)["meta"]["inputs"]
+    pictures = input_pictures()
+    inputs = network_inputs(pictures)
+    where = {key: (key.split("_")[0], int(key.split("_")[1])) for key in pictures}
+    store_input_pictures(
+        path,
+        pictures,
+        {key: inputs[net][i] for key, (net, i) in where.items()},
+        {key: recorded[net][i]["sum"] for key, (net, i) in where.items()},
+    )
+
+
 def main() -> None:
-    cli(__doc__, "/tmp/facegraph-mtcnn-ref", "mtcnn + TensorFlow", REPO / "tests" / "data" / "mtcnn_reference.npz", outer, inner)
+    cli(__doc__, "/tmp/facegraph-mtcnn-ref", "mtcnn + TensorFlow", REPO / "tests" / "data" / "mtcnn_reference.npz", outer, inner, store_inputs)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,30 @@ def ensure_venv(venv: Path, *installs: Sequence[str]) -> Path:
     return python
 
 
-def cli(doc: str, venv: str, what: str, out: Path, outer: Callable[[argparse.Namespace], None], inner: Callable[[Path, Path], None]) -> None:
+def cli(
+    doc: str,
+    venv: str,
+    what: str,
+    out: Path,
+    outer: Callable[[argparse.Namespace], None],
+    inner: Callable[[Path, Path], None],
+    store_inputs: Callable[[Path], None] | None = None,
+) -> None:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--venv", default=venv, help=f"throwaway virtualenv for {what}")
     parser.add_argument("--out", default=str(out))
     parser.add_argument("--inner", nargs=2, metavar=("FEED", "RESULT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--store-inputs",
+        action="store_true",
+        help="add the input pictures rebuilt now to the recorded file, only if they are the ones it was recorded on",
+    )
     args = parser.parse_args()
     if args.inner:
         inner(Path(args.inner[0]), Path(args.inner[1]))
+    elif args.store_inputs:
+        if store_inputs is None:
+            parser.error(f"{what}: this recorder's inputs need no storing")
+        store_inputs(Path(args.out))
     else:
         outer(args)
