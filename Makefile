@@ -4,15 +4,31 @@ PY := $(VENV)/bin/python
 # Ray must never report usage over the network.
 export RAY_USAGE_STATS_ENABLED=0
 
-.PHONY: serve test install
+# The exact releases the suite last passed with (see README, "Dependency policy"); `make constraints`
+# resolves them afresh, on purpose. CONSTRAINTS= installs without them.
+CONSTRAINTS ?= constraints.txt
+EXTRAS := test,bench
+
+.PHONY: serve test install constraints
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[$(EXTRAS)]'
 	touch $@
+
+# Resolve every dependency anew in a throwaway venv and write what pip chose to constraints.txt.
+# Run `make test` on the result before committing it.
+constraints:
+	rm -rf /tmp/facegraph-constraints
+	python3 -m venv /tmp/facegraph-constraints
+	/tmp/facegraph-constraints/bin/python -m pip install -q --upgrade pip
+	/tmp/facegraph-constraints/bin/python -m pip install -q '.[$(EXTRAS),postgres]'
+	{ echo "# What make installs: the releases pip resolved on $$(date -u +%F) for CPython $$(/tmp/facegraph-constraints/bin/python -c 'import platform; print(platform.python_version())'), written by make constraints."; \
+	  /tmp/facegraph-constraints/bin/python -m pip freeze --exclude facegraph; } > constraints.txt
+	rm -rf /tmp/facegraph-constraints
 
 serve: install
 	$(VENV)/bin/facegraph models build
