@@ -29,6 +29,16 @@ def _bench(args) -> int:
     return main(args)
 
 
+def serving_modes(text: str) -> tuple[str, ...]:
+    from graph.serving import MODES
+
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in modes if m not in MODES]
+    if not modes or unknown or len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"give distinct serving modes among {', '.join(MODES)}")
+    return modes
+
+
 def add_bench_parser(sub) -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
@@ -52,6 +62,14 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
         "e.g. benchmarks/mtcnn-full-resolution.yaml; results.json's ratios.vs_baseline compares the two",
     )
     bench.add_argument("--photos", help="folder of the marked real photos (default: ../shared/photos beside the repository)")
+    bench.add_argument(
+        "--serving",
+        type=serving_modes,
+        default=None,
+        help="serving modes, comma-separated (fast, throughput, haproxy, plain): the first is measured in full, the others at 1 "
+        "and 16 clients in every round (default: fast alone)",
+    )
+    bench.add_argument("--rounds", type=int, default=None, help="rounds that alternate the systems; the headline ratios are their median (default 3; 1 with --quick)")
     bench.set_defaults(func=_bench)
     from benchmarks.batch_bench import add_parser as add_batch_parser
     from benchmarks.detectors import add_parser as add_detectors_parser

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,7 @@ from benchmarks.load import Phase, closed_loop, handle_sender, http_sender
 from benchmarks.pictures import Picture
 from benchmarks.profiles import RATE
 from graph.config import FacegraphConfig
+from graph.serving import DEFAULT_MODE, Mode, local_runtime_env
 from models.gpu import list_gpus
 
 
@@ -102,11 +104,16 @@ def role_pids(app_name: str) -> dict[str, int]:
 
 
 class GraphBench:
-    """Start Ray and Serve with the config's app, then measure it over HTTP and the handle."""
+    """Start Ray and Serve with the config's app, then measure it over HTTP and the handle.
 
-    def __init__(self, config: FacegraphConfig, pictures: Sequence[Picture]):
+    ``serving`` is the mode Ray's processes start in (``graph.serving``), as ``facegraph serve`` starts them.
+    """
+
+    def __init__(self, config: FacegraphConfig, pictures: Sequence[Picture], serving: Mode = DEFAULT_MODE):
         self.config = config
         self.pictures = pictures
+        self.serving = serving
+        self._scratch = tempfile.TemporaryDirectory(prefix="facegraph-bench-")
         self.resources = ray_resources(config)
         self.base_url = ""
         self.handle = None
@@ -129,6 +136,7 @@ class GraphBench:
             num_gpus=self.resources["num_gpus"],
             log_to_driver=False,
             configure_logging=False,
+            runtime_env=local_runtime_env(self.serving, Path(self._scratch.name)),
         )
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")

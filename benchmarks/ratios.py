@@ -23,7 +23,12 @@ def _at(runs: list[dict], level: int) -> dict | None:
 
 
 def compute_ratios(results: dict) -> dict:
-    """The headline ratios of the issue, with what each was computed from."""
+    """The headline ratios, with what each was computed from.
+
+    With ``results["serving"]`` (``benchmarks.serving_rounds``), the graph's three headline ratios
+    are the first serving mode's medians over rounds, each computed within its round at 1 and
+    CHAIN_LEVEL clients; the first round's own figures (best level) stay under ``round_1``.
+    """
     graph_http = results["graph"]["http"]
     graph_handle = results["graph"].get("handle", [])
     chain = results["service_chain"]["http"]
@@ -34,13 +39,19 @@ def compute_ratios(results: dict) -> dict:
     overhead = None
     if graph_c1 and graph_c1["latency"].get("count"):
         overhead = round(graph_c1["latency"]["p50_ms"] - inprocess["p50_ms_c1"], 3)
-    out = {
+    round_1 = {
         "graph_vs_inprocess_throughput": ratio(best_http["throughput_rps"] if best_http else None, inprocess["saturation_rps"]),
-        "graph_handle_vs_inprocess_throughput": ratio(best_handle["throughput_rps"] if best_handle else None, inprocess["saturation_rps"]),
         "graph_vs_service_chain_throughput": ratio(
             graph_c16["throughput_rps"] if graph_c16 else None, chain_c16["throughput_rps"] if chain_c16 else None
         ),
         "overhead_p50_ms_c1": overhead,
+    }
+    serving = results.get("serving")
+    medians = {k: v["median"] for k, v in serving["ratios"][serving["modes"][0]].items()} if serving else round_1
+    out = {
+        **medians,
+        "round_1": round_1,
+        "graph_handle_vs_inprocess_throughput": ratio(best_handle["throughput_rps"] if best_handle else None, inprocess["saturation_rps"]),
         "batching_gain": {name: m["batching_gain"] for name, m in results["models"].items()},
         "basis": {
             "graph_saturation": {"mode": "http", "concurrency": best_http["concurrency"] if best_http else None, "rps": best_http["throughput_rps"] if best_http else None},
@@ -68,9 +79,9 @@ def compute_ratios(results: dict) -> dict:
 
 
 TARGETS = {
-    "graph_vs_inprocess_throughput": (">=", 0.8),
-    "graph_vs_service_chain_throughput": (">=", 1.5),
-    "overhead_p50_ms_c1": ("<=", 10.0),
+    "graph_vs_inprocess_throughput": (">=", 0.85),
+    "graph_vs_service_chain_throughput": (">=", 1.0),
+    "overhead_p50_ms_c1": ("<=", 15.0),
     "vs_baseline.inprocess_throughput": (">=", 3.0),
     "vs_baseline.graph_http_c16_throughput": (">=", 3.0),
 }

@@ -42,6 +42,28 @@ def _cpu_rows(runs: list[dict], system: str) -> list[list]:
     return rows
 
 
+def _serving_section(serving: dict) -> list[str]:
+    """The rounds: each one's systems and ratios, and the medians per serving mode."""
+    lines = [
+        "## Rounds and serving modes",
+        "",
+        f"The ratios above are medians over {serving['rounds']} round(s) for `{serving['modes'][0]}` serving; each round measured the "
+        "in-process pipeline, the service chain and the graph in every serving mode (a fresh Ray each), in alternating order.",
+        "",
+    ]
+    rows = []
+    for entry in serving["per_round"]:
+        for mode, graph in entry["graph"].items():
+            rows.append(
+                [entry["round"], " ".join(map(str, entry["load_average"])), mode, entry["inprocess"]["saturation_rps"], entry["chain"]["c16_rps"],
+                 graph["c16_rps"], graph["c1_p50_ms"], entry["inprocess"]["p50_ms_c1"]]
+            )  # fmt: skip
+    lines += _table(["round", "load average", "serving", "in-process pictures/s", "chain c16", "graph c16", "graph p50 c1 (ms)", "in-process p50 (ms)"], rows)
+    rows = [[mode] + [serving["ratios"][mode][k]["median"] for k in serving["ratios"][mode]] + [str(serving["ratios"][mode]["graph_vs_service_chain_throughput"]["per_round"])] for mode in serving["modes"]]
+    lines += _table(["serving", "graph / chain (c16)", "graph / in-process", "overhead p50 c1 (ms)", "graph / chain per round"], rows)
+    return lines
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     ratios, targets = results["ratios"], results["targets"]
@@ -70,6 +92,7 @@ def render(results: dict) -> str:
         + [[f"batching_gain {k}", v, "", ""] for k, v in ratios["batching_gain"].items()],
     )
     lines += [f"Basis: `{ratios['basis']}`", "", "![throughput](throughput_vs_concurrency.png)", "", "![latency](latency_percentiles.png)", ""]
+    lines += _serving_section(results["serving"])
 
     v = results["pictures"]["verification"]
     photos = sum(1 for p in results["pictures"]["items"] if p.get("style") == "photo")

@@ -18,14 +18,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from benchmarks import machine
 from benchmarks.load import Phase
 from benchmarks.models_bench import FULL, QUICK, Budget, bench_models
 from benchmarks.pictures import photo_pictures, picture_mix, style_for, verify
 from benchmarks.ratios import CHAIN_LEVEL, check_targets, compute_ratios
+from benchmarks.serving_rounds import ROUND_LEVELS, later_round, round_entry, summarise as summarise_rounds
 from graph.config import FacegraphConfig, load_serve_config
+from graph.serving import DEFAULT_MODE, Mode
 
 SCHEMA_VERSION = 1
 
@@ -79,23 +81,26 @@ def _verification(checks, style: str) -> dict:
     }
 
 
-def _measure_graph(config: FacegraphConfig, pictures, levels, phase, progress: bool, profile=None, probe=None) -> tuple[dict, dict]:
-    """Start the graph for one config, load it, stop it: (runs by mode, Ray facts).
+def _measure_graph(
+    config: FacegraphConfig, pictures, levels, phase, progress: bool, profile=None, probe=None, serving: Mode = DEFAULT_MODE, modes=None
+) -> tuple[dict, dict]:
+    """Start the graph for one config in one serving mode, load it, stop it: (runs by client kind, Ray facts).
 
+    ``modes``: the client kinds ("http", "handle"; default both when several levels are asked).
     ``probe(graph)``, when given, runs after the load while the graph is still up (e.g. to read
     each replica's GPU memory); what it returns is kept under the facts' ``probe``.
     """
     from benchmarks.graph_bench import GraphBench
 
-    graph = GraphBench(config, pictures)
+    graph = GraphBench(config, pictures, serving)
     graph.start()
     try:
-        modes = ("http", "handle") if len(levels) > 1 else ("http",)
+        modes = modes or (("http", "handle") if len(levels) > 1 else ("http",))
         runs = asyncio.run(graph.measure(levels, phase, modes=modes, progress=progress, profile=profile))
         probed = probe(graph) if probe is not None else None
     finally:
         graph.stop()
-    facts = {**graph.resources, "startup_s": graph.startup_s, "replicas": runs.pop("replicas", {})}
+    facts = {**graph.resources, "serving": serving, "startup_s": graph.startup_s, "replicas": runs.pop("replicas", {})}
     if probe is not None:
         facts["probe"] = probed
     return runs, facts
@@ -138,11 +143,15 @@ def run_bench(
     plan: Plan | None = None,
     detectors: bool = True,
     probe=None,
+    serving: Sequence[Mode] = (DEFAULT_MODE,),
+    rounds: int = 1,
 ) -> dict:
     """Every part of the benchmark, in an order that keeps them from sharing the CPU.
 
     ``plan`` overrides the quick or full plan; ``detectors`` runs the bench-detectors table;
-    ``probe`` is handed to the graph run (see ``_measure_graph``).
+    ``probe`` is handed to the graph run (see ``_measure_graph``). ``serving``: the serving modes,
+    the first measured in full, the others at 1 and 16 clients in every round; ``rounds``: how many
+    rounds the headline ratios are the median of (``benchmarks.serving_rounds``).
     """
     from benchmarks.chain import ServiceChain
     from benchmarks.inprocess import bench_inprocess
@@ -185,17 +194,35 @@ def run_bench(
     gc.collect()
     t = lap("inprocess", t)
 
+    def chain_loads(levels: Sequence[int]) -> list[dict]:
+        with ServiceChain(config, crop_specs, out_dir / "logs") as chain:
+            url = chain.start()
+            return asyncio.run(_chain_loads(url, pictures, levels, plan.phase, chain.pids(), progress))
+
     _say("[bench] service-per-model chain over HTTP")
-    chain_runs: list[dict] = []
-    with ServiceChain(config, crop_specs, out_dir / "logs") as chain:
-        url = chain.start()
-        chain_runs = asyncio.run(_chain_loads(url, pictures, plan, chain.pids(), progress))
+    # The chain ratio needs the chain at CHAIN_LEVEL clients, whatever the plan's levels.
+    chain_runs = chain_loads(sorted(set(plan.levels) | {CHAIN_LEVEL}))
     t = lap("service_chain", t)
 
-    _say("[bench] starting Ray and the graph")
+    primary, others = serving[0], tuple(serving[1:])
+    _say(f"[bench] starting Ray and the graph ({primary} serving)")
     profile_at = (max(plan.levels) if CHAIN_LEVEL not in plan.levels else CHAIN_LEVEL, out_dir / "profiles") if profile else None
-    graph_runs, ray_facts = _measure_graph(config, pictures, plan.levels, plan.phase, progress, profile_at, probe)
+    graph_runs, ray_facts = _measure_graph(config, pictures, plan.levels, plan.phase, progress, profile_at, probe, serving=primary)
+    graphs = {primary: graph_runs["http"]}
+    for mode in others:
+        _say(f"[bench] the graph in {mode} serving at {ROUND_LEVELS} clients")
+        graphs[mode] = _measure_graph(config, pictures, ROUND_LEVELS, plan.phase, progress, serving=mode, modes=("http",))[0]["http"]
     t = lap("graph", t)
+
+    round_entries = [round_entry(1, inprocess, chain_runs, graphs)]
+    for number in range(2, rounds + 1):
+        round_entries.append(
+            later_round(
+                number, config, pictures, serving, plan.phase, plan.inprocess_s / 2, _measure_graph, lambda: chain_loads([CHAIN_LEVEL]), progress
+            )
+        )
+    if rounds > 1:
+        t = lap("rounds", t)
 
     baseline_results = None
     if baseline is not None:
@@ -220,6 +247,7 @@ def run_bench(
         "inprocess_photos": inprocess_photos,
         "service_chain": {"http": chain_runs},
         "graph": graph_runs,
+        "serving": {**summarise_rounds(round_entries, serving), "per_round": round_entries},
         "baseline": baseline_results,
     }
     results["ratios"] = compute_ratios(results)
@@ -242,7 +270,7 @@ def run_bench(
     return results
 
 
-async def _chain_loads(url: str, pictures, plan: Plan, pids: dict[str, int], progress: bool) -> list[dict]:
+async def _chain_loads(url: str, pictures, levels: Sequence[int], phase: Phase, pids: dict[str, int], progress: bool) -> list[dict]:
     import aiohttp
 
     from benchmarks import procstat
@@ -255,10 +283,9 @@ async def _chain_loads(url: str, pictures, plan: Plan, pids: dict[str, int], pro
         send = http_sender(session, url)
         for picture in pictures[:4]:
             await send(picture)
-        # The chain ratio needs the chain at CHAIN_LEVEL clients, whatever the plan's levels.
-        for level in sorted(set(plan.levels) | {CHAIN_LEVEL}):
+        for level in levels:
             before, t0 = procstat.snapshot(), time.perf_counter()
-            run = await closed_loop(send, pictures, level, plan.phase, f"chain c={level}", progress)
+            run = await closed_loop(send, pictures, level, phase, f"chain c={level}", progress)
             run["cpu_s_by_role"] = procstat.cpu_by_role(before, procstat.snapshot(), labels)
             run["cpu_wall_s"] = round(time.perf_counter() - t0, 2)
             runs.append(run)
@@ -278,20 +305,30 @@ def main(args) -> int:
     baseline = (Path(baseline_path).stem, load_config(baseline_path)) if baseline_path else None
     photos = getattr(args, "photos", None)
     out_dir = Path(getattr(args, "out", None) or "bench-out")
+    quick = bool(getattr(args, "quick", False))
+    rounds = getattr(args, "rounds", None) or (1 if quick else 3)
     results = run_bench(
         config,
         out_dir,
-        bool(getattr(args, "quick", False)),
+        quick,
         progress=True,
         profile=bool(getattr(args, "profile", False)),
         baseline=baseline,
         photos=Path(photos) if photos else None,
+        serving=getattr(args, "serving", None) or (DEFAULT_MODE,),
+        rounds=rounds,
     )
     ratios = results["ratios"]
     print(f"facegraph bench: wrote {out_dir / 'results.json'}, {out_dir / 'report.md'} and {len(results['files']['plots'])} plots")
+    serving = results["serving"]
+    print(f"  medians of {serving['rounds']} round(s), {serving['modes'][0]} serving:")
     for key, target in results["targets"].items():
         met = ", met" if target["met"] else ", not met" if target["met"] is False else ""
         print(f"  {key}: {target['value']} (target {target['target']}{met})")
+    for mode in serving["modes"][1:]:
+        print(f"  {mode} serving: " + ", ".join(f"{k} {v['median']}" for k, v in serving["ratios"][mode].items()))
+    for mode, gain in serving.get("throughput_vs_" + serving["modes"][-1], {}).items():
+        print(f"  {mode} vs {serving['modes'][-1]} at {CHAIN_LEVEL} clients: {gain['median']} (per round {gain['per_round']})")
     print(f"  batching_gain: {ratios['batching_gain']}")
     if "vs_baseline" in ratios:
         print(f"  on the real photos alone, in-process vs {baseline[0]}: {ratios['vs_baseline']['inprocess_photos_throughput']}")

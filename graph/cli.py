@@ -20,19 +20,24 @@ def _doctor(args) -> int:
 
 def _serve(args) -> int:
     import signal
+    import tempfile
     import threading
+    from pathlib import Path
 
     import ray
     from ray import serve
 
     from graph.app import build_app
     from graph.config import FacegraphConfig, load_serve_config
+    from graph.serving import local_runtime_env
 
     config = load_serve_config(args.config)[0] if args.config else FacegraphConfig()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = time.perf_counter()
-    # Embedded local Ray on loopback, without the dashboard (it costs ~1 GB).
-    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    # Embedded local Ray on loopback, without the dashboard (it costs ~1 GB), its processes in the serving mode.
+    scratch = tempfile.TemporaryDirectory(prefix="facegraph-serve-")
+    runtime_env = local_runtime_env(args.serving, Path(scratch.name))
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False, runtime_env=runtime_env)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -45,6 +50,7 @@ def _serve(args) -> int:
         print("shutting down", flush=True)
         serve.shutdown()
         ray.shutdown()
+        scratch.cleanup()
     return 0
 
 
@@ -157,6 +163,7 @@ def _models_optimize(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from graph.serving import DEFAULT_MODE, MODES
     from models.optimize.floors import METHODS
 
     parser = argparse.ArgumentParser(prog="facegraph", description="Face analysis served as a Ray Serve graph.")
@@ -214,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="a Serve config YAML (e.g. cluster/local.yaml); default: the built-in default")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--serving",
+        choices=MODES,
+        default=DEFAULT_MODE,
+        help="fast: Ray Serve's throughput mode with HAProxy in front (the default); plain: Ray's own defaults",
+    )
     run.set_defaults(func=_serve)
     return parser
 

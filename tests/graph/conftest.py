@@ -5,9 +5,13 @@ from __future__ import annotations
 import inspect
 import os
 import socket
+import struct
 import tempfile
+from pathlib import Path
 
 import pytest
+
+from graph.serving import DEFAULT_MODE, local_runtime_env
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Galleries of the test apps live in a throwaway folder, never in the user's data folder.
@@ -30,13 +34,50 @@ FIXTURE_CONFIG = {
 }
 
 
+def _sockets_by_inode() -> dict[str, int]:
+    owners = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owners[target[8:-1]] = int(proc.name)
+        except OSError:
+            continue
+    return owners
+
+
+def listeners() -> list[tuple[str, int, int | None, str]]:
+    """Every listening TCP socket here: (address, port, the owning process and its command line)."""
+    owners = _sockets_by_inode()
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_address, hex_port = fields[1].split(":")
+            words = [struct.pack("<I", int(hex_address[i : i + 8], 16)) for i in range(0, len(hex_address), 8)]
+            address = socket.inet_ntop(family, b"".join(words))
+            pid = owners.get(fields[9])
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, TypeError):
+                command = ""
+            found.append((address, int(hex_port, 16), pid, command))
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_ray(num_cpus: int = 4, num_gpus: int = 1, temp_dir: str | None = None):
+def start_ray(num_cpus: int = 4, num_gpus: int = 1, temp_dir: str | None = None, serving: str = DEFAULT_MODE):
+    """A local Ray on loopback whose processes serve in ``serving`` mode, as ``facegraph serve`` starts them."""
     import ray
 
     if not ray.is_initialized():
@@ -48,6 +89,7 @@ def start_ray(num_cpus: int = 4, num_gpus: int = 1, temp_dir: str | None = None)
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
+            runtime_env=local_runtime_env(serving, Path(temp_dir or tempfile.mkdtemp(prefix="facegraph-test-ray-"))),
         )
 
 
@@ -68,8 +110,8 @@ _shared: dict[str, int] = {}
 
 
 def shares_ray(module) -> bool:
-    """A module shares the session's Ray when its tests use ``serve_app`` and it sets no HTTP options."""
-    if hasattr(module, "HTTP_OPTIONS"):
+    """A module shares the session's Ray when its tests use ``serve_app`` and it sets no HTTP options or serving mode."""
+    if hasattr(module, "HTTP_OPTIONS") or hasattr(module, "SERVING"):
         return False
     tests = [f for name, f in vars(module).items() if name.startswith("test_") and callable(f)]
     return any("serve_app" in inspect.signature(f).parameters for f in tests)
@@ -134,7 +176,7 @@ def serve_app(request, tmp_path_factory):
         serve.delete(name)
         return
     # A private Ray with its own temp dir: its logs are this module's alone (privacy tests read them).
-    start_ray(temp_dir=str(tmp_path_factory.mktemp("ray")))
+    start_ray(temp_dir=str(tmp_path_factory.mktemp("ray")), serving=getattr(request.module, "SERVING", DEFAULT_MODE))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, **getattr(request.module, "HTTP_OPTIONS", {})}, proxy_location="HeadOnly")
     handle = serve.run(build_app(config), name=name, route_prefix="/")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from graph.serving import DEFAULT_MODE, local_runtime_env
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
 
 GCS_PORT = 6379  # the fake provider's worker nodes join the head at this port
@@ -134,7 +135,7 @@ def main() -> int:
         print(json.dumps({"error": started.stderr[-2000:]}))
         return 1
     try:
-        ray.init(address=f"127.0.0.1:{GCS_PORT}", log_to_driver=False)
+        ray.init(address=f"127.0.0.1:{GCS_PORT}", log_to_driver=False, runtime_env=local_runtime_env(DEFAULT_MODE, folder / "serving"))
         print(json.dumps(scenario()))
         return 0
     finally:

@@ -2,11 +2,14 @@
 a subject enrolled through one node is identified, listed and erased through the other."""
 
 import copy
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
 
 from benchmarks.local_postgres import LocalPostgres
+from graph.serving import DEFAULT_MODE, local_runtime_env
 from models.fixtures import draw_squares
 from models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
@@ -33,7 +36,7 @@ def nodes(postgres):
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
     for node in NODES:  # a custom resource per node pins each app's Gallery replica to its node
         c.add_node(num_cpus=2, num_gpus=1, resources={node: 1}, node_ip_address="127.0.0.1")
-    ray.init(address=c.address, log_to_driver=False)
+    ray.init(address=c.address, log_to_driver=False, runtime_env=local_runtime_env(DEFAULT_MODE, Path(tempfile.mkdtemp(prefix="facegraph-test-ray-"))))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
     for node in NODES:

@@ -2,14 +2,17 @@
 autoscale up under load and back down after it without dropping requests; metrics are exported."""
 
 import copy
+import tempfile
 import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import httpx
 import pytest
 
+from graph.serving import DEFAULT_MODE, local_runtime_env
 from models.fixtures import draw_squares
 from models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
@@ -31,7 +34,7 @@ def cluster():
     )
     for port in ports[1:]:
         c.add_node(num_cpus=2, num_gpus=2, node_ip_address="127.0.0.1", metrics_export_port=port)
-    ray.init(address=c.address, log_to_driver=False)
+    ray.init(address=c.address, log_to_driver=False, runtime_env=local_runtime_env(DEFAULT_MODE, Path(tempfile.mkdtemp(prefix="facegraph-test-ray-"))))
     http_port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": http_port}, proxy_location="HeadOnly")
     yield {"base": f"http://127.0.0.1:{http_port}", "metrics_ports": ports, "head": c.head_node.unique_id}

@@ -1,5 +1,6 @@
 """Every Serve config under cluster/ validates against our schema and Serve's own."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,53 @@ def test_ray_cluster_launcher_file_passes_rays_validation():
     types = config["available_node_types"]
     assert types[config["head_node_type"]]["resources"]["GPU"] == 0
     assert any(t["resources"].get("GPU", 0) >= 1 for t in types.values())
+
+
+def test_cluster_files_start_ray_in_the_default_serving_mode():
+    import shlex
+
+    from graph.serving import DEFAULT_MODE, env
+
+    wanted = env(DEFAULT_MODE)
+    assert wanted["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    launcher = yaml.safe_load((CLUSTER / "ray-cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in launcher[key] if "ray start" in c]
+        words = shlex.split(start)
+        assert words[0] == "env" and words.index("ray") > 1, start
+        assigned = dict(word.split("=", 1) for word in words[1 : words.index("ray")])
+        assert assigned == wanted, key
+    manifest = yaml.safe_load((CLUSTER / "kuberay-rayservice.yaml").read_text())
+    cluster = manifest["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
+    for template in templates:
+        for container in template["spec"]["containers"]:
+            variables = {item["name"]: item["value"] for item in container["env"]}
+            assert {k: variables.get(k) for k in wanted} == wanted, container["name"]
+            assert variables["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def test_local_serving_keeps_haproxy_on_loopback_and_its_ports_its_own(tmp_path):
+    from graph.serving import loopback_haproxy, local_runtime_env
+
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
+        "listen stats\n  bind *:8404\n  stats enable\n"
+    )
+    fake = tmp_path / "haproxy"
+    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.chmod(0o755)
+    wrapper = loopback_haproxy(tmp_path / "wrapper", binary=str(fake))
+    run = subprocess.run([str(wrapper), "-db", "-f", str(config), "-sf", "12"], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["-db", "-f", str(config), "-sf", "12"]
+    binds = [line.split()[1] for line in config.read_text().splitlines() if line.strip().startswith("bind")]
+    assert binds == ["127.0.0.1:9101", "127.0.0.1:8000", "127.0.0.1:8404"]
+    first, second = (local_runtime_env("fast", tmp_path / name)["env_vars"] for name in ("one", "two"))
+    ports = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")
+    assert {first[k] for k in ports}.isdisjoint({second[k] for k in ports})
+    assert Path(first["RAY_SERVE_HAPROXY_BINARY_PATH"]).parent == tmp_path / "one"
+    assert local_runtime_env("plain", tmp_path) == {}
 
 
 def test_grafana_dashboard_queries_exported_metrics():
