@@ -107,24 +107,46 @@ def _authorized(request: Request, keys: list[str]) -> bool:
     return any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
 
 
-@app.middleware("http")
-async def _guard(request: Request, call_next):
-    """API keys (when configured) and an announced body size, before any route runs."""
-    ingress = _ingress()
+def _refusal(ingress, request: Request) -> ApiError | None:
+    """Why a request may not reach a route: the service starting, no valid API key, an announced body too large."""
     if ingress is None:  # not initialised yet: nothing can be served
-        return errors.error_response(ApiError("the service is starting", "not_ready"))
+        return ApiError("the service is starting", "not_ready")
     if ingress.api_keys and request.url.path not in PUBLIC_PATHS and not _authorized(request, ingress.api_keys):
-        return errors.error_response(ApiError("a valid API key is required", "unauthorized"))
+        return ApiError("a valid API key is required", "unauthorized")
     length = request.headers.get("content-length")
     # Announced sizes are refused before a byte is read; unannounced ones as they stream (graph.bodies).
     if length and length.isdigit() and int(length) > ingress.max_body_bytes:
-        return errors.error_response(ApiError(f"the body exceeds {ingress.max_body_bytes} bytes", "body_too_large"))
-    started = time.perf_counter()
-    response = await call_next(request)
-    # Tag by the matched route, never the raw path: clients must not mint label values.
-    route = getattr(request.scope.get("route"), "path", "unmatched")
-    ingress.metrics.request_latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
-    return response
+        return ApiError(f"the body exceeds {ingress.max_body_bytes} bytes", "body_too_large")
+    return None
+
+
+class Guard:
+    """API keys (when configured) and an announced body size, before any route runs; latency per matched route.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` runs every request through a task
+    group and memory streams of its own, a cost the ingress would pay on each picture.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        ingress = _ingress()
+        refused = _refusal(ingress, Request(scope))
+        if refused is not None:
+            return await errors.error_response(refused)(scope, receive, send)
+        started = time.perf_counter()
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            # Tag by the matched route, never the raw path: clients must not mint label values.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            ingress.metrics.request_latency.observe((time.perf_counter() - started) * 1000, tags={"route": route})
+
+
+app.add_middleware(Guard)
 
 
 def _first(files: dict[str, list[bytes]], *names: str) -> bytes | None:

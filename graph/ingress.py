@@ -21,6 +21,17 @@ from graph.metrics import ingress_metrics
 from graph.status import ServeStatus, Status
 
 
+def _made_here(handle: DeploymentHandle | None) -> DeploymentHandle | None:
+    """The same deployment's handle, made in this replica.
+
+    A handle carries requests the way the process that made it was started (``graph.serving``:
+    gRPC in the fast mode, actor calls in the plain one). Handles bound into the app are made
+    where the app is built, which is the caller's process under ``serve.run``; made here, they
+    follow this replica's mode wherever the app was built.
+    """
+    return None if handle is None else serve.get_deployment_handle(handle.deployment_name, handle.app_name)
+
+
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
@@ -36,6 +47,7 @@ class Ingress:
         deployment_names: dict[str, str],
         gallery: DeploymentHandle | None = None,
     ):
+        detector, recognizer, deepfake, gallery = (_made_here(h) for h in (detector, recognizer, deepfake, gallery))
         self.config = config
         self.max_body_bytes = config.ingress.max_body_bytes
         self.max_batch_images = config.ingress.max_batch_images
