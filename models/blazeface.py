@@ -25,7 +25,7 @@ from pydantic import Field
 
 from models.base import Detector, FamilySettings, TensorSig, fixed_batch, run_batched, signature_error
 from models.errors import ImageError
-from models.geometry import Letterbox, letterbox, weighted_nms
+from models.geometry import Letterbox, cut_by_inner_edge, letterbox, tile_windows, weighted_nms
 from models.types import Face
 
 # MediaPipe's anchor layouts (SsdAnchorsCalculator options), by input size and anchor count:
@@ -91,14 +91,6 @@ def anchors(size: int, count: int) -> np.ndarray:
         grid = (np.stack([xs, ys], axis=-1).reshape(-1, 2) + 0.5) * stride
         centres.append(np.repeat(grid, per_cell, axis=0))
     return np.concatenate(centres).astype(np.float32)
-
-
-def tile_windows(width: int, height: int, tiles: int, fraction: float) -> list[tuple[int, int, int, int]]:
-    """The whole picture and ``tiles`` x ``tiles`` overlapping windows (x1, y1, x2, y2), evenly spread."""
-    tw, th = max(1, round(width * fraction)), max(1, round(height * fraction))
-    xs = np.linspace(0, width - tw, tiles).round().astype(int)
-    ys = np.linspace(0, height - th, tiles).round().astype(int)
-    return [(0, 0, width, height)] + [(int(x), int(y), int(x) + tw, int(y) + th) for y in ys for x in xs]
 
 
 class BlazeFace(Detector):
@@ -205,26 +197,10 @@ class BlazeFace(Detector):
             b, pts = b + np.tile(shift, 2), pts + shift
             height, width = np.asarray(images[owner]).shape[:2]
             if window != (0, 0, width, height):
-                cut = self._cut_by_inner_edge(b, window, width, height)
+                cut = cut_by_inner_edge(b, window, width, height, EDGE_MARGIN)
                 b, p, pts = b[~cut], p[~cut], pts[~cut]
             found[owner].append((b, p, pts))
         return [self._merge(parts, np.asarray(image).shape[1], np.asarray(image).shape[0]) for parts, image in zip(found, images)]
-
-    @staticmethod
-    def _cut_by_inner_edge(boxes: np.ndarray, window, width: int, height: int) -> np.ndarray:
-        """Which of a tile's boxes reach an edge of the tile that lies inside the picture."""
-        x1, y1, x2, y2 = window
-        mx, my = EDGE_MARGIN * (boxes[:, 2] - boxes[:, 0]), EDGE_MARGIN * (boxes[:, 3] - boxes[:, 1])
-        cut = np.zeros(len(boxes), bool)
-        if x1 > 0:
-            cut |= boxes[:, 0] <= x1 + mx
-        if y1 > 0:
-            cut |= boxes[:, 1] <= y1 + my
-        if x2 < width:
-            cut |= boxes[:, 2] >= x2 - mx
-        if y2 < height:
-            cut |= boxes[:, 3] >= y2 - my
-        return cut
 
     def _merge(self, parts, width: int, height: int) -> list[Face]:
         boxes = np.concatenate([b for b, _, _ in parts])

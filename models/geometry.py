@@ -212,6 +212,33 @@ def weighted_nms(
     )
 
 
+def tile_windows(width: int, height: int, tiles: int, fraction: float) -> list[tuple[int, int, int, int]]:
+    """The whole picture and ``tiles`` x ``tiles`` overlapping windows (x1, y1, x2, y2), evenly spread."""
+    tw, th = max(1, round(width * fraction)), max(1, round(height * fraction))
+    xs = np.linspace(0, width - tw, tiles).round().astype(int)
+    ys = np.linspace(0, height - th, tiles).round().astype(int)
+    return [(0, 0, width, height)] + [(int(x), int(y), int(x) + tw, int(y) + th) for y in ys for x in xs]
+
+
+def cut_by_inner_edge(boxes: np.ndarray, window, width: int, height: int, margin: float) -> np.ndarray:
+    """Which of a tile's boxes (picture pixels) come within ``margin`` x their size of a tile edge inside the picture.
+
+    Such a face is cut by the tile; its whole copy is in the picture or a neighbouring tile.
+    """
+    x1, y1, x2, y2 = window
+    mx, my = margin * (boxes[:, 2] - boxes[:, 0]), margin * (boxes[:, 3] - boxes[:, 1])
+    cut = np.zeros(len(boxes), bool)
+    if x1 > 0:
+        cut |= boxes[:, 0] <= x1 + mx
+    if y1 > 0:
+        cut |= boxes[:, 1] <= y1 + my
+    if x2 < width:
+        cut |= boxes[:, 2] >= x2 - mx
+    if y2 < height:
+        cut |= boxes[:, 3] >= y2 - my
+    return cut
+
+
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) src -> dst.
 

@@ -11,10 +11,12 @@ from models.geometry import (
     alignment_points,
     batched_nms,
     crop_face,
+    cut_by_inner_edge,
     estimate_similarity,
     iou,
     letterbox,
     nms,
+    tile_windows,
     weighted_nms,
 )
 from models.types import FIVE_POINTS, CropSpec, Face
@@ -136,3 +138,19 @@ def test_box_crop_without_landmarks_is_square_with_margin():
 
 def test_iou():
     assert np.allclose(iou([[0, 0, 10, 10]], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]), [[1.0, 1 / 3, 0.0]])
+
+
+def test_windows_cover_the_picture_with_overlap():
+    windows = tile_windows(1000, 600, 2, 0.625)
+    assert windows[0] == (0, 0, 1000, 600)
+    assert windows[1:] == [(0, 0, 625, 375), (375, 0, 1000, 375), (0, 225, 625, 600), (375, 225, 1000, 600)]
+    three = tile_windows(1000, 600, 3, 0.5)
+    assert len(three) == 10 and three[-1] == (500, 300, 1000, 600)
+
+
+def test_a_tile_drops_the_faces_its_inner_edges_cut():
+    window = (0, 0, 625, 375)  # the top-left tile of a 1000 x 600 picture: its right and bottom edges are inside it
+    boxes = np.array([[10, 10, 60, 60], [590, 10, 640, 60], [10, 350, 60, 400], [0, 0, 50, 50]], np.float32)
+    assert cut_by_inner_edge(boxes, window, 1000, 600, 0.2).tolist() == [False, True, True, False]
+    # The picture's own edges cut nothing: the whole picture as its window keeps every face.
+    assert not cut_by_inner_edge(boxes, (0, 0, 1000, 600), 1000, 600, 0.2).any()
