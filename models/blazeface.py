@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models.base import Detector, FamilySettings, TensorSig, fixed_batch, run_batched, signature_error
+from models.base import Detector, FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
 from models.errors import ImageError
 from models.geometry import Letterbox, cut_by_inner_edge, letterbox, tile_windows, weighted_nms
 from models.types import Face
@@ -65,21 +65,6 @@ class BlazeFaceSettings(FamilySettings):
     interpolation: Literal["area", "linear"] = "area"
 
 
-def _cpu_call_size(session) -> int | None:
-    """Windows per call on ONNX Runtime's CPU provider: as many as it has threads.
-
-    Measured (2-core build machine, ten 192 px windows): one call of 10 took 80 ms on
-    1 thread against 48 ms as 10 calls of 1, and 39 ms on 2 threads as 5 calls of 2;
-    larger batches spill out of the CPU's caches. Other providers take the whole batch.
-    """
-    try:
-        if session.get_providers()[0] != "CPUExecutionProvider":
-            return None
-        return max(1, int(session.get_session_options().intra_op_num_threads))
-    except AttributeError:  # a fake session in tests
-        return None
-
-
 @lru_cache(maxsize=8)
 def anchors(size: int, count: int) -> np.ndarray:
     """(count, 2) anchor centres in input pixels, in the model's output order."""
@@ -119,14 +104,7 @@ class BlazeFace(Detector):
         self.input_name = inputs[0].name
         self.fixed_one = fixed_batch(self.session)
         self.anchors = anchors(self.size, self.count)
-        self.call_size = _cpu_call_size(self.session)
-
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The batch in calls of ``call_size`` windows (all at once off the CPU)."""
-        if self.call_size is None or len(batch) <= self.call_size:
-            return run_batched(self.session, self.input_name, batch, self.fixed_one)
-        parts = [run_batched(self.session, self.input_name, batch[i : i + self.call_size], self.fixed_one) for i in range(0, len(batch), self.call_size)]
-        return [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
+        self.call_size = cpu_call_size(self.session)
 
     def windows(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The whole picture, and past ``tile_above`` its tiles: (x1, y1, x2, y2) in its pixels.
@@ -186,7 +164,7 @@ class BlazeFace(Detector):
                 origins.append((x1, y1, x2, y2))
                 crops.append(image[y1:y2, x1:x2])
         batch, boxes = self.preprocess(crops)
-        outputs = self._run(batch)
+        outputs = run_in_calls(self.session, self.input_name, batch, self.fixed_one, self.call_size)
         regressors, scores = outputs[self.box_output], outputs[self.score_output]
         found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
         for k, (owner, window, box) in enumerate(zip(owners, origins, boxes)):
