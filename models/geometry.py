@@ -103,6 +103,21 @@ def ultralytics_letterbox(image: np.ndarray, width: int, height: int, pad_value:
     return canvas, Letterbox(scale_x=new_w / w, scale_y=new_h / h, pad_x=float(left), pad_y=float(top))
 
 
+def stretch(image: np.ndarray, width: int, height: int, interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, Letterbox]:
+    """Resize to exactly ``width`` x ``height``, each axis scaled on its own (no padding), and the mapping back.
+
+    What ``cv2.dnn.blobFromImage(image, size=(width, height))`` feeds a network.
+    """
+    h, w = image.shape[:2]
+    resized = cv2.resize(image, (width, height), interpolation=interpolation) if (width, height) != (w, h) else image
+    return resized, Letterbox(scale_x=width / w, scale_y=height / h, pad_x=0.0, pad_y=0.0)
+
+
+def round_up(value: float, divisor: int) -> int:
+    """The smallest multiple of ``divisor`` at or above ``value`` (at least ``divisor``)."""
+    return max(divisor, int(np.ceil(value / divisor)) * divisor)
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU between (N, 4) and (M, 4) x1y1x2y2 boxes -> (N, M)."""
     a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)

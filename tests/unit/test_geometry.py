@@ -16,6 +16,8 @@ from models.geometry import (
     iou,
     letterbox,
     nms,
+    round_up,
+    stretch,
     tile_windows,
     weighted_nms,
 )
@@ -154,3 +156,17 @@ def test_a_tile_drops_the_faces_its_inner_edges_cut():
     assert cut_by_inner_edge(boxes, window, 1000, 600, 0.2).tolist() == [False, True, True, False]
     # The picture's own edges cut nothing: the whole picture as its window keeps every face.
     assert not cut_by_inner_edge(boxes, (0, 0, 1000, 600), 1000, 600, 0.2).any()
+
+
+def test_stretch_scales_each_axis_on_its_own_and_maps_back():
+    image = np.zeros((100, 50, 3), np.uint8)
+    image[40:60, 20:30] = 255
+    out, box = stretch(image, 64, 96)
+    assert out.shape == (96, 64, 3) and (box.scale_x, box.scale_y, box.pad_x, box.pad_y) == (64 / 50, 96 / 100, 0.0, 0.0)
+    np.testing.assert_allclose(box.boxes_to_original(np.array([[25.6, 38.4, 38.4, 57.6]]), 50, 100), [[20, 40, 30, 60]], atol=1e-4)
+    same, unit = stretch(image, 50, 100)
+    assert same is image and unit.scale_x == unit.scale_y == 1.0  # already that size: no resize, no copy
+
+
+def test_round_up_to_a_multiple():
+    assert [round_up(v, 32) for v in (1, 32, 33, 600, 640)] == [32, 32, 64, 608, 640]
