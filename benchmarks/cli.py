@@ -52,6 +52,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
         "e.g. benchmarks/mtcnn-full-resolution.yaml; results.json's ratios.vs_baseline compares the two",
     )
     bench.add_argument("--photos", help="folder of the marked real photos (default: ../shared/photos beside the repository)")
+    bench.add_argument(
+        "--no-detectors", action="store_true", help="leave out the detector table (14 minutes on 2 loaded cores; `facegraph bench-detectors` runs it alone)"
+    )
     bench.set_defaults(func=_bench)
     from benchmarks.batch_bench import add_parser as add_batch_parser
     from benchmarks.detectors import add_parser as add_detectors_parser

@@ -286,6 +286,7 @@ def main(args) -> int:
         profile=bool(getattr(args, "profile", False)),
         baseline=baseline,
         photos=Path(photos) if photos else None,
+        detectors=not getattr(args, "no_detectors", False),
     )
     ratios = results["ratios"]
     print(f"facegraph bench: wrote {out_dir / 'results.json'}, {out_dir / 'report.md'} and {len(results['files']['plots'])} plots")

