@@ -25,17 +25,15 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models.base import Detector, FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
-from models.errors import ImageError
-from models.geometry import Letterbox, cut_by_inner_edge, letterbox, nms, round_up, stretch, tile_windows
-from models.types import FIVE_POINTS, Face
+from models.base import FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
+from models.geometry import Letterbox, letterbox, nms, round_up, stretch
+from models.tiled import Found, TiledDetector
+from models.types import FIVE_POINTS
 
 STRIDE = 4
 DIVISOR = 32
 OUTPUTS = ("heatmap", "scale", "offset", "landmarks")
 CHANNELS = (1, 2, 2, 10)
-# A tile's face that comes within this share of its size of an inner tile edge is taken as cut by it.
-EDGE_MARGIN = 0.2
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
 
@@ -69,7 +67,7 @@ class CenterFaceSettings(FamilySettings):
     edges: Literal["clip", "shift"] = "clip"
 
 
-class CenterFace(Detector):
+class CenterFace(TiledDetector):
     """One input (N, 3, H, W) RGB 0-255; outputs heatmap, scale, offset, landmarks, each (N, C, H/4, W/4)."""
 
     family = "centerface"
@@ -114,14 +112,6 @@ class CenterFace(Detector):
             return self.fixed_size
         size = self.settings.input_size
         return None if size is None else (round_up(size, DIVISOR), round_up(size, DIVISOR))
-
-    def windows(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """The whole picture, and past ``tile_above`` its tiles: (x1, y1, x2, y2) in its pixels."""
-        height, width = image.shape[:2]
-        s = self.settings
-        if s.tile_above is not None and max(height, width) > s.tile_above:
-            return tile_windows(width, height, s.tiles, s.tile_fraction)
-        return [(0, 0, width, height)]
 
     def fit(self, window: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """The window as the network sees it (uint8 (H, W, 3)), and the mapping back."""
@@ -171,51 +161,17 @@ class CenterFace(Detector):
         keep = nms(boxes, scores, self.settings.nms_iou)
         return boxes[keep], scores[keep].astype(np.float32), points[keep].astype(np.float32)
 
-    def postprocess(self, outputs: list[np.ndarray], k: int, box: Letterbox, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One window's faces in the whole picture's pixels, not clipped."""
-        width, height = window[2] - window[0], window[3] - window[1]
+    def postprocess(self, outputs: list[np.ndarray], k: int, box: Letterbox, width: int, height: int) -> Found:
+        """Row ``k``'s faces in the pixels of the ``width`` x ``height`` window it was fitted from, not clipped."""
         region = (box.pad_x, box.pad_y, box.pad_x + width * box.scale_x, box.pad_y + height * box.scale_y)
         boxes, scores, points = self.decode(outputs, k, region)
-        shift = np.array(window[:2], np.float32)
-        boxes = box.boxes_to_original(boxes, width, height, clip=False) + np.tile(shift, 2)
-        return boxes, scores, box.points_to_original(points) + shift
+        return box.boxes_to_original(boxes, width, height, clip=False), scores, box.points_to_original(points)
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        if not images:
-            return []
-        images = [np.asarray(image) for image in images]
-        owners, windows, canvases, boxes = [], [], [], []
-        for i, image in enumerate(images):
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ImageError(f"picture {i}: expected an RGB (H, W, 3) array, got shape {image.shape}")
-            for x1, y1, x2, y2 in self.windows(image):
-                canvas, box = self.fit(image[y1:y2, x1:x2])
-                owners.append(i)
-                windows.append((x1, y1, x2, y2))
-                canvases.append(canvas)
-                boxes.append(box)
-        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
-        for owner, window, box, (outputs, k) in zip(owners, windows, boxes, self.run(canvases)):
-            b, p, pts = self.postprocess(outputs, k, box, window)
-            height, width = images[owner].shape[:2]
-            if window != (0, 0, width, height):
-                cut = cut_by_inner_edge(b, window, width, height, EDGE_MARGIN)
-                b, p, pts = b[~cut], p[~cut], pts[~cut]
-            found[owner].append((b, p, pts))
-        return [self._merge(parts, image.shape[1], image.shape[0]) for parts, image in zip(found, images)]
+    def detect_windows(self, crops: Sequence[np.ndarray]) -> list[Found]:
+        fitted = [self.fit(crop) for crop in crops]
+        ran = self.run([canvas for canvas, _ in fitted])
+        return [self.postprocess(outputs, k, box, crop.shape[1], crop.shape[0]) for (outputs, k), (_, box), crop in zip(ran, fitted, crops)]
 
-    def _merge(self, parts, width: int, height: int) -> list[Face]:
-        boxes = np.concatenate([b for b, _, _ in parts])
-        scores = np.concatenate([p for _, p, _ in parts])
-        points = np.concatenate([pts for _, _, pts in parts])
-        if len(parts) > 1:  # the same face seen by several windows becomes one
-            keep = nms(boxes, scores, self.settings.nms_iou)
-            boxes, scores, points = boxes[keep], scores[keep], points[keep]
-        faces = []
-        for box, score, pts in zip(boxes[: self.settings.max_faces], scores, points):
-            x1, x2 = np.clip(box[[0, 2]], 0, width)
-            y1, y2 = np.clip(box[[1, 3]], 0, height)
-            if x2 - x1 < 1 or y2 - y1 < 1:
-                continue
-            faces.append(Face(bbox=(float(x1), float(y1), float(x2), float(y2)), score=float(score), landmarks=pts, points=FIVE_POINTS))
-        return faces
+    def merge(self, boxes: np.ndarray, scores: np.ndarray, points: np.ndarray) -> Found:
+        keep = nms(boxes, scores, self.settings.nms_iou)
+        return boxes[keep], scores[keep], points[keep]
