@@ -63,8 +63,8 @@ def pictures(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def chromium(profile: Path):
+    """A headless Chromium driven through Debian's chromedriver, with its own profile folder."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -81,12 +81,18 @@ def browser(tmp_path_factory):
         "--disable-component-update",
         "--disable-sync",
         "--disable-extensions",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 
@@ -276,13 +282,14 @@ def test_hostile_subject_name_is_shown_as_text(serve_app, browser, pictures):
 
 
 @needs_browser
-def test_group_photo_screenshot(serve_app, browser, tmp_path):
+def test_group_photo_screenshot(serve_app, tmp_path):
     """The README's picture: the page on a real group photo (FACEGRAPH_UI_SCREENSHOT=PATH keeps it).
 
     Taken on the default config, which has no deepfake classifier: the demo classifier of the
     other tests scores colours, and its "deepfake 1.00" on every face would read as a verdict.
     It runs as a second app beside this module's, under its own route prefix (the page's paths
-    are relative), with one detector replica so both fit the test cluster's CPUs.
+    are relative), with one detector replica so both fit the test cluster's CPUs, and in a
+    browser of its own: one that kept a connection to the first app could send it there.
     """
     from ray import serve
 
@@ -299,8 +306,8 @@ def test_group_photo_screenshot(serve_app, browser, tmp_path):
         "ingress": {"api_keys": [KEY]},
     }
     serve.run(build_app(default), name=default["name"], route_prefix="/default")
+    driver = chromium(tmp_path / "chromium-profile")
     try:
-        driver = browser
         driver.set_window_size(1400, 2400)  # tall enough for the whole section: an element shot stops at the window
         open_page(driver, f"{base}/default")
         upload(driver, GROUP_PHOTO)
@@ -317,4 +324,5 @@ def test_group_photo_screenshot(serve_app, browser, tmp_path):
             Path(keep).write_bytes(png)
         no_csp_violations(driver)
     finally:
+        driver.quit()
         serve.delete(default["name"])
