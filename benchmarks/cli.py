@@ -70,6 +70,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
         "and 16 clients in every round (default: fast alone)",
     )
     bench.add_argument("--rounds", type=int, default=None, help="rounds that alternate the systems; the headline ratios are their median (default 3; 1 with --quick)")
+    bench.add_argument(
+        "--no-detectors", action="store_true", help="leave out the detector table (14 minutes on 2 loaded cores; `facegraph bench-detectors` runs it alone)"
+    )
     bench.set_defaults(func=_bench)
     from benchmarks.batch_bench import add_parser as add_batch_parser
     from benchmarks.detectors import add_parser as add_detectors_parser

@@ -8,7 +8,8 @@ without its two false detections (a hand of cards in ``group-t1.jpg``, a patch o
 dress in ``angelina_jolie.jpg``). The scikit-image pictures complete the set: the
 astronaut and the camera man, and pictures without any face. The two group photos
 also come framed, unscaled, in wider grey pictures (1920 and 2560 px, 16:9): the same
-faces, now 3 to 6 % of the picture's width, as in a larger group shot.
+faces, now 3 to 6 % of the picture's width, as in a larger group shot; and ``group-t1.jpg``
+in a 12 MP picture (4000 x 3000), its faces 2.3 to 2.8 % of the width.
 """
 
 from __future__ import annotations
@@ -43,11 +44,18 @@ PHOTO_FACES: dict[str, tuple[str, tuple[tuple[float, float, float, float], ...]]
     # An aligned 112 x 112 crop (ArcFace layout): the face fills the picture.
     "tom-hanks.png": ("8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083", ((1, 0, 84, 112),)),
 }
+# The two group photos show the same six people: group-t1.jpg's face i is multiface.jpg's face SAME_PEOPLE[i]
+# (checked by eye; MTCNN's, BlazeFace's and CenterFace's faces with dlib's ResNet put each nearest there too).
+SAME_PEOPLE = (1, 4, 0, 5, 3, 2)
 SKIMAGE_FACES: dict[str, tuple[tuple[float, float, float, float], ...]] = {
     "astronaut": ((182, 64, 265, 171),),
     "camera": ((196, 117, 256, 199),),
 }
-FRAMED = (("group-t1.jpg", 1920), ("group-t1.jpg", 2560), ("multiface.jpg", 1920), ("multiface.jpg", 2560))
+# (photo, frame width, frame height): 16:9 frames, and a 12 MP one.
+FRAMED = (
+    ("group-t1.jpg", 1920, 1080), ("group-t1.jpg", 2560, 1440), ("multiface.jpg", 1920, 1080), ("multiface.jpg", 2560, 1440),
+    ("group-t1.jpg", 4000, 3000),
+)  # fmt: skip
 FRAME_GREY = 120
 SKIMAGE_FACELESS = (
     "coffee", "chelsea", "rocket", "hubble_deep_field", "coins", "gravel", "immunohistochemistry",
@@ -60,16 +68,16 @@ class Labelled:
     """A picture and the faces in it.
 
     Attributes:
-        name: file name, ``<file> in <width>`` (framed) or ``skimage:<name>``.
-        data: the encoded file (photos) or None (scikit-image pictures, built in memory).
+        name: file name, ``<file> in <width>`` (framed 16:9), ``<file> in <width>x<height>`` or ``skimage:<name>``.
+        data: the encoded file (photos, composed pictures) or None (scikit-image pictures, built in memory).
         faces: marked boxes, x1 y1 x2 y2.
-        frame: the width of the grey 16:9 picture the photo sits in, centred (None: as it is).
+        frame: (width, height) of the grey picture the photo sits in, centred (None: as it is).
     """
 
     name: str
     faces: tuple[tuple[float, float, float, float], ...]
     data: bytes | None = None
-    frame: int | None = None
+    frame: tuple[int, int] | None = None
 
     def rgb(self) -> np.ndarray:
         if self.data is None:
@@ -78,13 +86,13 @@ class Labelled:
         if self.frame is None:
             return image
         x0, y0 = _frame_origin(image.shape[1], image.shape[0], self.frame)
-        canvas = np.full((self.frame * 9 // 16, self.frame, 3), FRAME_GREY, np.uint8)
+        canvas = np.full((self.frame[1], self.frame[0], 3), FRAME_GREY, np.uint8)
         canvas[y0 : y0 + image.shape[0], x0 : x0 + image.shape[1]] = image
         return canvas
 
 
-def _frame_origin(width: int, height: int, frame: int) -> tuple[int, int]:
-    return (frame - width) // 2, (frame * 9 // 16 - height) // 2
+def _frame_origin(width: int, height: int, frame: tuple[int, int]) -> tuple[int, int]:
+    return (frame[0] - width) // 2, (frame[1] - height) // 2
 
 
 def _skimage_rgb(name: str) -> np.ndarray:
@@ -119,14 +127,15 @@ def framed_photos(photos: Sequence[Labelled]) -> list[Labelled]:
     """The group photos framed in wider pictures (``FRAMED``), their boxes moved with them."""
     by_name = {p.name: p for p in photos}
     out = []
-    for name, width in FRAMED:
+    for name, width, height in FRAMED:
         if name not in by_name:
             continue
         photo = by_name[name]
         w, h = (int(v) for v in _image_size(photo.data))
-        x0, y0 = _frame_origin(w, h, width)
+        x0, y0 = _frame_origin(w, h, (width, height))
         faces = tuple((x1 + x0, y1 + y0, x2 + x0, y2 + y0) for x1, y1, x2, y2 in photo.faces)
-        out.append(Labelled(f"{name} in {width}", faces, photo.data, width))
+        label = f"{name} in {width}" if height == width * 9 // 16 else f"{name} in {width}x{height}"
+        out.append(Labelled(label, faces, photo.data, (width, height)))
     return out
 
 

@@ -103,33 +103,45 @@ def _layout(rng: np.random.Generator, width: int, height: int, count: int) -> li
     return [cells[i] for i in sorted(picked)]
 
 
-def _paste_head(canvas: np.ndarray, rng: np.random.Generator, cell: tuple[int, int, int, int], head: int) -> tuple[int, int, int, int]:
+def _head_patch(head: int, mirror: bool, gain: float, bias: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """One head's patch (float32, re-lit and maybe mirrored) and the face box inside it."""
     source_name, patch_box, face_box = _HEADS[head]
     px1, py1, px2, py2 = patch_box
     patch = _source(source_name)[py1:py2, px1:px2].astype(np.float32)
     fx1, fy1, fx2, fy2 = (face_box[0] - px1, face_box[1] - py1, face_box[2] - px1, face_box[3] - py1)
-    if rng.random() < 0.5:  # mirror: the face box mirrors with it
+    if mirror:  # the face box mirrors with it
         patch = patch[:, ::-1]
         fx1, fx2 = patch.shape[1] - fx2, patch.shape[1] - fx1
-    patch = np.clip(patch * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12), 0, 255)
+    return np.clip(patch * gain + bias, 0, 255), (fx1, fy1, fx2, fy2)
+
+
+def _scaled_size(patch: np.ndarray, scale: float) -> tuple[int, int]:
+    return max(8, round(patch.shape[1] * scale)), max(8, round(patch.shape[0] * scale))
+
+
+def _blend_head(canvas: np.ndarray, patch: np.ndarray, face, scale: float, ox: int, oy: int) -> tuple[int, int, int, int]:
+    """Paste the patch scaled at (ox, oy) through a feathered ellipse; the face's box in the picture."""
+    pw, ph = _scaled_size(patch, scale)
+    patch = cv2.resize(patch, (pw, ph), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    alpha = _feathered_ellipse(pw, ph)[:, :, None]
+    region = canvas[oy : oy + ph, ox : ox + pw].astype(np.float32)
+    canvas[oy : oy + ph, ox : ox + pw] = np.clip(alpha * patch + (1 - alpha) * region, 0, 255).astype(np.uint8)
+    fx1, fy1, fx2, fy2 = face
+    return ox + round(fx1 * scale), oy + round(fy1 * scale), ox + round(fx2 * scale), oy + round(fy2 * scale)
+
+
+def _paste_head(canvas: np.ndarray, rng: np.random.Generator, cell: tuple[int, int, int, int], head: int) -> tuple[int, int, int, int]:
+    mirror = rng.random() < 0.5
+    patch, face = _head_patch(head, mirror, rng.uniform(0.85, 1.15), rng.uniform(-12, 12))
     x, y, cell_w, cell_h = cell
     # Fill 55-90 % of the cell, but never below the smallest face we ask the detector to find.
     fit = min(cell_w / patch.shape[1], cell_h / patch.shape[0])
-    scale = max(fit * rng.uniform(0.55, 0.9), _MIN_FACE_PX / (fy2 - fy1))
+    scale = max(fit * rng.uniform(0.55, 0.9), _MIN_FACE_PX / (face[3] - face[1]))
     scale = min(scale, fit)
-    pw, ph = max(8, round(patch.shape[1] * scale)), max(8, round(patch.shape[0] * scale))
-    patch = cv2.resize(patch, (pw, ph), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    alpha = _feathered_ellipse(pw, ph)[:, :, None]
+    pw, ph = _scaled_size(patch, scale)
     ox = x + int(rng.integers(0, max(1, cell_w - pw + 1)))
     oy = y + int(rng.integers(0, max(1, cell_h - ph + 1)))
-    region = canvas[oy : oy + ph, ox : ox + pw].astype(np.float32)
-    canvas[oy : oy + ph, ox : ox + pw] = np.clip(alpha * patch + (1 - alpha) * region, 0, 255).astype(np.uint8)
-    return (
-        ox + round(fx1 * scale),
-        oy + round(fy1 * scale),
-        ox + round(fx2 * scale),
-        oy + round(fy2 * scale),
-    )
+    return _blend_head(canvas, patch, face, scale, ox, oy)
 
 
 def _paste_square(canvas: np.ndarray, rng: np.random.Generator, cell: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -172,6 +184,33 @@ def picture_mix(count: int = 16, style: Style = "faces", seed: int = 0) -> list[
         height = width * 9 // 16 if (i // 2) % 2 == 0 else width * 3 // 4
         pictures.append(compose(i, faces, width, height, style, seed))
     return pictures
+
+
+# A 720p video frame of a few people at a normal distance: the astronaut's face pasted at these widths (px).
+COMPOSITE_FACE_WIDTHS = (58, 83, 133)
+
+
+def composite_720p() -> Picture:
+    """1280 x 720: the astronaut's head three times, faces 58, 83 and 133 px wide, on a wall, in a row."""
+    canvas = _cover(_source("brick"), 1280, 720)
+    patch, face = _head_patch(0, mirror=False, gain=1.0, bias=0.0)
+    boxes = []
+    for k, width in enumerate(COMPOSITE_FACE_WIDTHS):
+        scale = width / (face[2] - face[0])
+        pw, ph = _scaled_size(patch, scale)
+        boxes.append(_blend_head(canvas, patch, face, scale, 120 + 400 * k, 560 - ph))
+    return Picture("composite-1280x720", encode_jpeg(canvas, 90), 1280, 720, len(boxes), tuple(boxes), "faces")
+
+
+def astronaut_crowd(rows: int = 10, cols: int = 10) -> Picture:
+    """scikit-image's astronaut tiled ``rows`` x ``cols`` (5120 x 5120 for 10 x 10): one face per tile, 83 px wide."""
+    tile = _source("astronaut")
+    height, width = tile.shape[:2]
+    x1, y1, x2, y2 = _HEADS[0][2]
+    boxes = tuple((x1 + c * width, y1 + r * height, x2 + c * width, y2 + r * height) for r in range(rows) for c in range(cols))
+    canvas = np.ascontiguousarray(np.tile(tile, (rows, cols, 1)))
+    name = f"astronaut-crowd-{cols * width}x{rows * height}"
+    return Picture(name, encode_jpeg(canvas, 90), cols * width, rows * height, len(boxes), boxes, "faces")
 
 
 def photo_pictures(folder=None) -> list[Picture]:

@@ -117,19 +117,23 @@ def render(results: dict) -> str:
     lines += _table(header, rows)
 
     if results.get("detectors"):
-        from benchmarks.detectors import TABLE_HEADER, table
+        from benchmarks.detectors import CURVE_HEADER, TABLE_HEADER, curve_table, floors_text, table
 
         d = results["detectors"]
         lines += [
             "## Detectors (every pack detector, one picture per call, straight on the adapter)",
             "",
             f"Marked faces: {d['pictures_labelled']} pictures (photos {', '.join(d['photos']) or 'absent'}, the group photos framed in "
-            f"1920 and 2560 px pictures, and scikit-image's); composed pictures: {d['composed_pictures']}. Small pictures have a longer "
-            f"side up to {d['small_side_px']} px. Cheapest candidate that finds every face the full-resolution MTCNN finds and adds "
-            f"no false detection: **{d['cheapest_keeping_every_face']}**.",
+            f"1920, 2560 and 4000 px pictures, and scikit-image's, {d['pictures_faceless']} of them faceless); composed pictures: "
+            f"{d['composed_pictures']}; the 1280x720 frame of three heads and the crowd ({d['crowd']['name']}). Small pictures have a longer "
+            f"side up to {d['small_side_px']} px. Cheapest candidate that finds every marked face, with no false detection on a faceless "
+            f"picture, {floors_text()}: **{d['cheapest_keeping_every_face']}**.",
             "",
         ]
         lines += _table(TABLE_HEADER, table(d))
+        if d.get("size_curve"):
+            lines += ["Cost against the smallest faces found (CenterFace's input sizes and tilings):", ""]
+            lines += _table(CURVE_HEADER, curve_table(d))
 
     if baseline:
         vs = ratios["vs_baseline"]

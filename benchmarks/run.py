@@ -317,6 +317,7 @@ def main(args) -> int:
         photos=Path(photos) if photos else None,
         serving=getattr(args, "serving", None) or (DEFAULT_MODE,),
         rounds=rounds,
+        detectors=not getattr(args, "no_detectors", False),
     )
     ratios = results["ratios"]
     print(f"facegraph bench: wrote {out_dir / 'results.json'}, {out_dir / 'report.md'} and {len(results['files']['plots'])} plots")

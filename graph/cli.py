@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_models_demo_classifier)
 
     optimize = sub.add_parser("optimize", help="make an fp16 / int8 / q4 / bnb4 / ORT-optimised variant of a model, measured against fp32")
-    optimize.add_argument("model", help="a default pack model (blazeface, mtcnn, dlib-resnet) or a path to an ONNX file or Hugging Face folder")
+    optimize.add_argument("model", help="a default pack model (centerface, blazeface, mtcnn, dlib-resnet) or a path to an ONNX file or Hugging Face folder")
     optimize.add_argument("--to", required=True, choices=list(METHODS), help="the variant to make")
     optimize.add_argument("--family", help="the model's family (needed for a path), e.g. arcface, image-classifier")
     optimize.add_argument("--out", help="folder for the variant (default: beside its source, where model.variant finds it)")

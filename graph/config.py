@@ -217,13 +217,13 @@ class FacegraphConfig(_Strict):
 
     name: str = "facegraph"
     model_cache: str | None = None
-    # The default pack (``facegraph models build``): BlazeFace and dlib's ResNet. The detector was chosen
+    # The default pack (``facegraph models build``): CenterFace and dlib's ResNet. The detector was chosen
     # by `facegraph bench-detectors`, the shape for a 2-core machine by `facegraph bench` (README,
-    # Detectors and Performance): two single-threaded detector replicas (decoding is now most of their
-    # work), the recognizer on most of a core; batches take what is queued without waiting.
+    # Detectors and Performance; measured with BlazeFace, kept for CenterFace): two single-threaded
+    # detector replicas, the recognizer on most of a core; batches take what is queued without waiting.
     detector: StageConfig = Field(
         default_factory=lambda: StageConfig(
-            model=ModelSpec(family="blazeface", pack="blazeface"),
+            model=ModelSpec(family="centerface", pack="centerface"),
             deployment=DeploymentConfig(num_replicas=2, num_cpus=0.5, batching=Batching(max_batch_size=4, batch_wait_timeout_s=0.0)),
         )
     )

@@ -107,11 +107,17 @@ def _authorized(request: Request, keys: list[str]) -> bool:
     return any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
 
 
+def app_path(scope) -> str:
+    """The request's path inside this app: under a Serve route prefix the path still starts with it (``root_path``)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return (path[len(root) :] or "/") if root and path.startswith(root) else path
+
+
 def _refusal(ingress, request: Request) -> ApiError | None:
     """Why a request may not reach a route: the service starting, no valid API key, an announced body too large."""
     if ingress is None:  # not initialised yet: nothing can be served
         return ApiError("the service is starting", "not_ready")
-    if ingress.api_keys and request.url.path not in PUBLIC_PATHS and not _authorized(request, ingress.api_keys):
+    if ingress.api_keys and app_path(request.scope) not in PUBLIC_PATHS and not _authorized(request, ingress.api_keys):
         return ApiError("a valid API key is required", "unauthorized")
     length = request.headers.get("content-length")
     # Announced sizes are refused before a byte is read; unannounced ones as they stream (graph.bodies).

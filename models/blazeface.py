@@ -23,10 +23,9 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models.base import Detector, FamilySettings, TensorSig, fixed_batch, run_batched, signature_error
-from models.errors import ImageError
+from models.base import FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
 from models.geometry import Letterbox, letterbox, weighted_nms
-from models.types import Face
+from models.tiled import Found, TiledDetector
 
 # MediaPipe's anchor layouts (SsdAnchorsCalculator options), by input size and anchor count:
 # one entry per feature map, (stride, anchors per cell).
@@ -39,9 +38,6 @@ ANCHOR_LAYOUTS: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {
 # right and left ear tragion: in a picture (not mirrored) the subject's right is the image's left.
 KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_center", "left_ear", "right_ear")
 SCORE_CLIP = 100.0
-# A tile detection that comes within this share of its own size of an inner tile edge is taken as
-# cut by it (the detector frames the visible part of a cut face, so the box need not touch the edge).
-EDGE_MARGIN = 0.2
 
 
 class BlazeFaceSettings(FamilySettings):
@@ -65,21 +61,6 @@ class BlazeFaceSettings(FamilySettings):
     interpolation: Literal["area", "linear"] = "area"
 
 
-def _cpu_call_size(session) -> int | None:
-    """Windows per call on ONNX Runtime's CPU provider: as many as it has threads.
-
-    Measured (2-core build machine, ten 192 px windows): one call of 10 took 80 ms on
-    1 thread against 48 ms as 10 calls of 1, and 39 ms on 2 threads as 5 calls of 2;
-    larger batches spill out of the CPU's caches. Other providers take the whole batch.
-    """
-    try:
-        if session.get_providers()[0] != "CPUExecutionProvider":
-            return None
-        return max(1, int(session.get_session_options().intra_op_num_threads))
-    except AttributeError:  # a fake session in tests
-        return None
-
-
 @lru_cache(maxsize=8)
 def anchors(size: int, count: int) -> np.ndarray:
     """(count, 2) anchor centres in input pixels, in the model's output order."""
@@ -93,15 +74,7 @@ def anchors(size: int, count: int) -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
-def tile_windows(width: int, height: int, tiles: int, fraction: float) -> list[tuple[int, int, int, int]]:
-    """The whole picture and ``tiles`` x ``tiles`` overlapping windows (x1, y1, x2, y2), evenly spread."""
-    tw, th = max(1, round(width * fraction)), max(1, round(height * fraction))
-    xs = np.linspace(0, width - tw, tiles).round().astype(int)
-    ys = np.linspace(0, height - th, tiles).round().astype(int)
-    return [(0, 0, width, height)] + [(int(x), int(y), int(x) + tw, int(y) + th) for y in ys for x in xs]
-
-
-class BlazeFace(Detector):
+class BlazeFace(TiledDetector):
     """One input (N, 3, S, S) or (N, S, S, 3); outputs regressors (N, A, 16) and scores (N, A, 1)."""
 
     family = "blazeface"
@@ -127,28 +100,7 @@ class BlazeFace(Detector):
         self.input_name = inputs[0].name
         self.fixed_one = fixed_batch(self.session)
         self.anchors = anchors(self.size, self.count)
-        self.call_size = _cpu_call_size(self.session)
-
-    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The batch in calls of ``call_size`` windows (all at once off the CPU)."""
-        if self.call_size is None or len(batch) <= self.call_size:
-            return run_batched(self.session, self.input_name, batch, self.fixed_one)
-        parts = [run_batched(self.session, self.input_name, batch[i : i + self.call_size], self.fixed_one) for i in range(0, len(batch), self.call_size)]
-        return [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
-
-    def windows(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """The whole picture, and past ``tile_above`` its tiles: (x1, y1, x2, y2) in its pixels.
-
-        Each tile is shrunk to the model's input from the original pixels. Cutting the tiles
-        from one shrunk copy of the picture was 25 % faster on 1920 px pictures, but moved the
-        tiles by a fraction of a model pixel, and a hand and a shoulder on the framed group
-        photos then scored as faces.
-        """
-        height, width = image.shape[:2]
-        s = self.settings
-        if s.tile_above is not None and max(height, width) > s.tile_above:
-            return tile_windows(width, height, s.tiles, s.tile_fraction)
-        return [(0, 0, width, height)]
+        self.call_size = cpu_call_size(self.session)
 
     @staticmethod
     def letterboxed(windows: Sequence[np.ndarray], size: int, interpolation: str) -> tuple[np.ndarray, list[Letterbox]]:
@@ -181,62 +133,16 @@ class BlazeFace(Detector):
         valid = (half > 0).all(axis=1)
         return boxes[valid], probability[keep][valid].astype(np.float32), points[valid]
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        if not images:
-            return []
-        owners, origins, crops = [], [], []
-        for i, image in enumerate(images):
-            image = np.asarray(image)
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ImageError(f"picture {i}: expected an RGB (H, W, 3) array, got shape {image.shape}")
-            for x1, y1, x2, y2 in self.windows(image):
-                owners.append(i)
-                origins.append((x1, y1, x2, y2))
-                crops.append(image[y1:y2, x1:x2])
+    def detect_windows(self, crops: Sequence[np.ndarray]) -> list[Found]:
         batch, boxes = self.preprocess(crops)
-        outputs = self._run(batch)
+        outputs = run_in_calls(self.session, self.input_name, batch, self.fixed_one, self.call_size)
         regressors, scores = outputs[self.box_output], outputs[self.score_output]
-        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
-        for k, (owner, window, box) in enumerate(zip(owners, origins, boxes)):
-            # Each window's own MediaPipe result first; the windows' faces are merged below.
+        found = []
+        for k, (crop, box) in enumerate(zip(crops, boxes)):
+            # Each window's own MediaPipe result first; the windows' faces are merged after.
             b, p, pts = weighted_nms(*self.decode(regressors[k], scores[k]), self.settings.nms_iou)
-            b, pts = box.boxes_to_original(b, window[2] - window[0], window[3] - window[1], clip=False), box.points_to_original(pts)
-            shift = np.array(window[:2], np.float32)
-            b, pts = b + np.tile(shift, 2), pts + shift
-            height, width = np.asarray(images[owner]).shape[:2]
-            if window != (0, 0, width, height):
-                cut = self._cut_by_inner_edge(b, window, width, height)
-                b, p, pts = b[~cut], p[~cut], pts[~cut]
-            found[owner].append((b, p, pts))
-        return [self._merge(parts, np.asarray(image).shape[1], np.asarray(image).shape[0]) for parts, image in zip(found, images)]
+            found.append((box.boxes_to_original(b, crop.shape[1], crop.shape[0], clip=False), p, box.points_to_original(pts)))
+        return found
 
-    @staticmethod
-    def _cut_by_inner_edge(boxes: np.ndarray, window, width: int, height: int) -> np.ndarray:
-        """Which of a tile's boxes reach an edge of the tile that lies inside the picture."""
-        x1, y1, x2, y2 = window
-        mx, my = EDGE_MARGIN * (boxes[:, 2] - boxes[:, 0]), EDGE_MARGIN * (boxes[:, 3] - boxes[:, 1])
-        cut = np.zeros(len(boxes), bool)
-        if x1 > 0:
-            cut |= boxes[:, 0] <= x1 + mx
-        if y1 > 0:
-            cut |= boxes[:, 1] <= y1 + my
-        if x2 < width:
-            cut |= boxes[:, 2] >= x2 - mx
-        if y2 < height:
-            cut |= boxes[:, 3] >= y2 - my
-        return cut
-
-    def _merge(self, parts, width: int, height: int) -> list[Face]:
-        boxes = np.concatenate([b for b, _, _ in parts])
-        scores = np.concatenate([p for _, p, _ in parts])
-        points = np.concatenate([pts for _, _, pts in parts])
-        if len(parts) > 1:  # the same face seen by several windows becomes one
-            boxes, scores, points = weighted_nms(boxes, scores, points, self.settings.nms_iou)
-        faces = []
-        for box, score, pts in zip(boxes[: self.settings.max_faces], scores, points):
-            x1, x2 = np.clip(box[[0, 2]], 0, width)
-            y1, y2 = np.clip(box[[1, 3]], 0, height)
-            if x2 - x1 < 1 or y2 - y1 < 1:
-                continue
-            faces.append(Face(bbox=(float(x1), float(y1), float(x2), float(y2)), score=float(score), landmarks=pts.astype(np.float32), points=KEYPOINTS))
-        return faces
+    def merge(self, boxes: np.ndarray, scores: np.ndarray, points: np.ndarray) -> Found:
+        return weighted_nms(boxes, scores, points, self.settings.nms_iou)

@@ -103,6 +103,21 @@ def ultralytics_letterbox(image: np.ndarray, width: int, height: int, pad_value:
     return canvas, Letterbox(scale_x=new_w / w, scale_y=new_h / h, pad_x=float(left), pad_y=float(top))
 
 
+def stretch(image: np.ndarray, width: int, height: int, interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, Letterbox]:
+    """Resize to exactly ``width`` x ``height``, each axis scaled on its own (no padding), and the mapping back.
+
+    What ``cv2.dnn.blobFromImage(image, size=(width, height))`` feeds a network.
+    """
+    h, w = image.shape[:2]
+    resized = cv2.resize(image, (width, height), interpolation=interpolation) if (width, height) != (w, h) else image
+    return resized, Letterbox(scale_x=width / w, scale_y=height / h, pad_x=0.0, pad_y=0.0)
+
+
+def round_up(value: float, divisor: int) -> int:
+    """The smallest multiple of ``divisor`` at or above ``value`` (at least ``divisor``)."""
+    return max(divisor, int(np.ceil(value / divisor)) * divisor)
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU between (N, 4) and (M, 4) x1y1x2y2 boxes -> (N, M)."""
     a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
@@ -210,6 +225,33 @@ def weighted_nms(
         np.asarray(out_scores, np.float32),
         None if points is None else np.asarray(out_points, np.float32).reshape(-1, *points.shape[1:]),
     )
+
+
+def tile_windows(width: int, height: int, tiles: int, fraction: float) -> list[tuple[int, int, int, int]]:
+    """The whole picture and ``tiles`` x ``tiles`` overlapping windows (x1, y1, x2, y2), evenly spread."""
+    tw, th = max(1, round(width * fraction)), max(1, round(height * fraction))
+    xs = np.linspace(0, width - tw, tiles).round().astype(int)
+    ys = np.linspace(0, height - th, tiles).round().astype(int)
+    return [(0, 0, width, height)] + [(int(x), int(y), int(x) + tw, int(y) + th) for y in ys for x in xs]
+
+
+def cut_by_inner_edge(boxes: np.ndarray, window, width: int, height: int, margin: float) -> np.ndarray:
+    """Which of a tile's boxes (picture pixels) come within ``margin`` x their size of a tile edge inside the picture.
+
+    Such a face is cut by the tile; its whole copy is in the picture or a neighbouring tile.
+    """
+    x1, y1, x2, y2 = window
+    mx, my = margin * (boxes[:, 2] - boxes[:, 0]), margin * (boxes[:, 3] - boxes[:, 1])
+    cut = np.zeros(len(boxes), bool)
+    if x1 > 0:
+        cut |= boxes[:, 0] <= x1 + mx
+    if y1 > 0:
+        cut |= boxes[:, 1] <= y1 + my
+    if x2 < width:
+        cut |= boxes[:, 2] >= x2 - mx
+    if y2 < height:
+        cut |= boxes[:, 3] >= y2 - my
+    return cut
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

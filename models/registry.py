@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, model_validator
 from models.arcface import ArcFace
 from models.base import Adapter
 from models.blazeface import BlazeFace
+from models.centerface import CenterFace
 from models.dlib_resnet import DlibResNetRecognizer
 from models.errors import ModelLoadError, UnknownFamilyError
 from models.image_classifier import ImageClassifier, locate_hf_model
@@ -29,7 +30,7 @@ from models.yolov8_face import Yolov8Face
 from models.yunet import Yunet
 
 FAMILIES: dict[str, type[Adapter]] = {
-    cls.family: cls for cls in (MTCNNDetector, BlazeFace, Yolov8Face, Yolov10, Scrfd, Yunet, DlibResNetRecognizer, ArcFace, ImageClassifier)
+    cls.family: cls for cls in (MTCNNDetector, BlazeFace, CenterFace, Yolov8Face, Yolov10, Scrfd, Yunet, DlibResNetRecognizer, ArcFace, ImageClassifier)
 }
 
 

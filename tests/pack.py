@@ -57,6 +57,14 @@ def input_pictures_note(pictures: dict[str, np.ndarray]) -> dict:
     return {"keys": sorted(pictures), "opencv": cv2.__version__, "numpy": np.__version__}
 
 
+def write_reference(path: Path, arrays: dict[str, np.ndarray], meta: dict, pictures: dict[str, np.ndarray]) -> None:
+    """Write a recorder's reference file: its arrays, ``meta`` as JSON and the input pictures it keeps (``INPUT_PREFIX``)."""
+    arrays = {**arrays, "meta": np.array(json.dumps(meta)), **{INPUT_PREFIX + key: picture for key, picture in pictures.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {meta['seconds']} s")
+
+
 def store_input_pictures(path: Path, pictures: dict[str, np.ndarray], inputs: dict[str, np.ndarray], recorded_sums: dict[str, float]) -> None:
     """Add ``pictures`` to a recorded reference file, once their network ``inputs`` prove to be the ones it was recorded on.
 

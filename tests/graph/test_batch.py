@@ -15,8 +15,8 @@ from models.imaging import encode_jpeg
 from tests.unit.test_imaging import png_header_only
 
 DATABASE = Path(tempfile.mkdtemp(prefix="facegraph-batch-gallery-")) / "gallery.sqlite3"
-# The default models (BlazeFace, dlib ResNet) with the demo classifier as the deepfake stage, small
-# enough that the served graph and the job's actor pools fit the test cluster together.
+# The cheapest pack detector (BlazeFace) and the default recognizer, with the demo classifier as the
+# deepfake stage, small enough that the served graph and the job's actor pools fit the test cluster together.
 CONFIG = {
     "name": "facegraph",
     "detector": {"model": {"family": "blazeface", "pack": "blazeface"}, "deployment": {"num_replicas": 1, "num_cpus": 0.5}},

@@ -29,7 +29,7 @@ def test_sweeps_time_the_cpu_and_say_why_a_gpu_provider_did_not_run(dry_run):
     results, _ = dry_run
     rows = results["sweeps"]
     models = {(r["model"], r["part"]) for r in rows}
-    assert {("blazeface", "model"), ("mtcnn", "pnet"), ("dlib-resnet", "model"), ("arcface-r50-shaped", "model"), ("vit-b16-shaped", "model")} <= models
+    assert {("blazeface", "model"), ("centerface", "model"), ("mtcnn", "pnet"), ("dlib-resnet", "model"), ("arcface-r50-shaped", "model"), ("vit-b16-shaped", "model")} <= models
     assert {r["target"] for r in rows} == {t.name for t in TARGETS}
     for row in rows:
         if row["target"] == "cpu fp32":

@@ -35,7 +35,7 @@ WAIT_S = 90
 
 
 def CONFIG(tmp_path_factory):
-    # The default pack (BlazeFace + dlib ResNet), the generated demo classifier so deepfake scores
+    # The default pack (CenterFace + dlib ResNet), the generated demo classifier so deepfake scores
     # show, a gallery of this module's own, and an API key the page must carry on every call.
     return {
         "name": "facegraph",
@@ -63,8 +63,8 @@ def pictures(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def chromium(profile: Path):
+    """A headless Chromium driven through Debian's chromedriver, with its own profile folder."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -81,12 +81,18 @@ def browser(tmp_path_factory):
         "--disable-component-update",
         "--disable-sync",
         "--disable-extensions",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 
@@ -166,7 +172,7 @@ def test_analyze_enroll_identify_verify_delete(serve_app, browser, pictures):
     upload(driver, pictures["astronaut"])
     wait(driver, lambda d: css(d, "#results rect.face-box"))
     assert len(css(driver, "#results rect.face-box")) == 1
-    assert len(css(driver, "#results circle.landmark")) == 6  # BlazeFace's six points
+    assert len(css(driver, "#results circle.landmark")) == 5  # CenterFace's five points
     assert text_of(driver, "#results text.face-label") == "#0 unknown"
     assert re.fullmatch(r"deepfake [01]\.\d\d", text_of(driver, "#results text.face-deepfake"))
     assert text_of(driver, "#results td.deepfake").split()[0] in ("real", "fake")
@@ -177,7 +183,7 @@ def test_analyze_enroll_identify_verify_delete(serve_app, browser, pictures):
     css(driver, "#refresh-models")[0].click()
     wait(driver, lambda d: "1 x" in text_of(d, "#model-rows tr[data-stage=recognizer]"))
     detector = text_of(driver, "#model-rows tr[data-stage=detector]")
-    assert "blazeface" in detector and "CPUExecutionProvider" in detector and "fp32" in detector and "RUNNING 2" in detector
+    assert "centerface" in detector and "CPUExecutionProvider" in detector and "fp32" in detector and "RUNNING 2" in detector
     assert "dlib-resnet" in text_of(driver, "#model-rows tr[data-stage=recognizer]")
     assert "image-classifier" in text_of(driver, "#model-rows tr[data-stage=deepfake]")
     assert "HEALTHY" in text_of(driver, "#ready-rows")
@@ -276,23 +282,47 @@ def test_hostile_subject_name_is_shown_as_text(serve_app, browser, pictures):
 
 
 @needs_browser
-def test_group_photo_screenshot(serve_app, browser, tmp_path):
-    """The README's picture: the page on a real group photo (FACEGRAPH_UI_SCREENSHOT=PATH keeps it)."""
+def test_group_photo_screenshot(serve_app, tmp_path):
+    """The README's picture: the page on a real group photo (FACEGRAPH_UI_SCREENSHOT=PATH keeps it).
+
+    Taken on the default config, which has no deepfake classifier: the demo classifier of the
+    other tests scores colours, and its "deepfake 1.00" on every face would read as a verdict.
+    It runs as a second app beside this module's, under its own route prefix (the page's paths
+    are relative), with one detector replica so both fit the test cluster's CPUs, and in a
+    browser of its own: one that kept a connection to the first app could send it there.
+    """
+    from ray import serve
+
+    from graph.app import build_app
+    from graph.config import FacegraphConfig
+
     if not GROUP_PHOTO.exists():
         pytest.skip(f"{GROUP_PHOTO} is absent (the shared photos live outside the repository)")
     base, _ = serve_app
-    driver = browser
-    driver.set_window_size(1400, 2400)  # tall enough for the whole section: an element shot stops at the window
-    open_page(driver, base)
-    upload(driver, GROUP_PHOTO)
-    wait(driver, lambda d: css(d, "#results dl.timings"))
-    assert len(css(driver, "#results rect.face-box")) == 6  # the six people at the table
-    css(driver, "#results g.face")[0].click()
-    section = css(driver, "#analyze")[0]
-    png = section.screenshot_as_png
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
-    (tmp_path / "ui.png").write_bytes(png)
-    keep = os.environ.get("FACEGRAPH_UI_SCREENSHOT")
-    if keep:
-        Path(keep).write_bytes(png)
-    no_csp_violations(driver)
+    default = {
+        "name": "facegraph-default",
+        "detector": {**FacegraphConfig().detector.model_dump(mode="json"), "deployment": {"num_replicas": 1, "num_cpus": 0.5}},
+        "gallery": {"database": str(tmp_path / "gallery.sqlite3")},
+        "ingress": {"api_keys": [KEY]},
+    }
+    serve.run(build_app(default), name=default["name"], route_prefix="/default")
+    driver = chromium(tmp_path / "chromium-profile")
+    try:
+        driver.set_window_size(1400, 2400)  # tall enough for the whole section: an element shot stops at the window
+        open_page(driver, f"{base}/default")
+        upload(driver, GROUP_PHOTO)
+        wait(driver, lambda d: css(d, "#results dl.timings"))
+        assert len(css(driver, "#results rect.face-box")) == 6  # the six people at the table
+        assert len(css(driver, "#results circle.landmark")) == 30 and not css(driver, "#results text.face-deepfake")
+        css(driver, "#results g.face")[0].click()
+        section = css(driver, "#analyze")[0]
+        png = section.screenshot_as_png
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+        (tmp_path / "ui.png").write_bytes(png)
+        keep = os.environ.get("FACEGRAPH_UI_SCREENSHOT")
+        if keep:
+            Path(keep).write_bytes(png)
+        no_csp_violations(driver)
+    finally:
+        driver.quit()
+        serve.delete(default["name"])

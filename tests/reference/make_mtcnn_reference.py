@@ -34,7 +34,7 @@ VERSIONS_OF = ("mtcnn", "tensorflow-cpu", "keras", "numpy", "joblib", "lz4")
 def outer(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     from tests.mtcnn_pack import RANDOM_INPUTS, astronaut_variants, input_pictures, lfw_onet_inputs, network_inputs
-    from tests.pack import INPUT_PREFIX, input_pictures_note
+    from tests.pack import input_pictures_note, write_reference
 
     started = time.time()
     python = ensure_venv(Path(args.venv), PACKAGES)
@@ -76,12 +76,7 @@ def outer(args: argparse.Namespace) -> None:
         "reference_lfw_onet_accuracy": float(((lfw_prob > 0.5).astype(np.int64) == labels).mean()),
         "input_pictures": input_pictures_note(pictures),
     }
-    out["meta"] = np.array(json.dumps(meta))
-    out.update({INPUT_PREFIX + key: picture for key, picture in pictures.items()})
-    target = Path(args.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(target, **out)
-    print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB) in {meta['seconds']} s")
+    write_reference(Path(args.out), out, meta, pictures)
     print(json.dumps({k: meta[k] for k in ("reference_versions", "astronaut_box_xywh", "reference_lfw_onet_accuracy")}, indent=1))
 
 

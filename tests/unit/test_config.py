@@ -12,6 +12,8 @@ from graph.config import DeploymentConfig, FacegraphConfig, load_serve_config
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 SERVE_CONFIGS = sorted(p for p in CLUSTER.glob("*.yaml") if "applications" in (yaml.safe_load(p.read_text()) or {}))
+# The benchmark's named baselines (``facegraph bench --baseline``) are Serve configs too.
+BASELINES = sorted((CLUSTER.parent / "benchmarks").glob("*.yaml"))
 OTHER_FILES = {"ray-cluster.yaml", "kuberay-rayservice.yaml", "grafana-dashboard.json"}
 
 
@@ -19,7 +21,7 @@ def test_there_are_serve_configs():
     assert {"local.yaml", "gpu.yaml"} <= {p.name for p in SERVE_CONFIGS}
 
 
-@pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SERVE_CONFIGS + BASELINES, ids=lambda p: p.name)
 def test_serve_config_validates(path):
     data = yaml.safe_load(path.read_text())
     ServeDeploySchema.model_validate(data)

@@ -11,10 +11,14 @@ from models.geometry import (
     alignment_points,
     batched_nms,
     crop_face,
+    cut_by_inner_edge,
     estimate_similarity,
     iou,
     letterbox,
     nms,
+    round_up,
+    stretch,
+    tile_windows,
     weighted_nms,
 )
 from models.types import FIVE_POINTS, CropSpec, Face
@@ -136,3 +140,33 @@ def test_box_crop_without_landmarks_is_square_with_margin():
 
 def test_iou():
     assert np.allclose(iou([[0, 0, 10, 10]], [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]), [[1.0, 1 / 3, 0.0]])
+
+
+def test_windows_cover_the_picture_with_overlap():
+    windows = tile_windows(1000, 600, 2, 0.625)
+    assert windows[0] == (0, 0, 1000, 600)
+    assert windows[1:] == [(0, 0, 625, 375), (375, 0, 1000, 375), (0, 225, 625, 600), (375, 225, 1000, 600)]
+    three = tile_windows(1000, 600, 3, 0.5)
+    assert len(three) == 10 and three[-1] == (500, 300, 1000, 600)
+
+
+def test_a_tile_drops_the_faces_its_inner_edges_cut():
+    window = (0, 0, 625, 375)  # the top-left tile of a 1000 x 600 picture: its right and bottom edges are inside it
+    boxes = np.array([[10, 10, 60, 60], [590, 10, 640, 60], [10, 350, 60, 400], [0, 0, 50, 50]], np.float32)
+    assert cut_by_inner_edge(boxes, window, 1000, 600, 0.2).tolist() == [False, True, True, False]
+    # The picture's own edges cut nothing: the whole picture as its window keeps every face.
+    assert not cut_by_inner_edge(boxes, (0, 0, 1000, 600), 1000, 600, 0.2).any()
+
+
+def test_stretch_scales_each_axis_on_its_own_and_maps_back():
+    image = np.zeros((100, 50, 3), np.uint8)
+    image[40:60, 20:30] = 255
+    out, box = stretch(image, 64, 96)
+    assert out.shape == (96, 64, 3) and (box.scale_x, box.scale_y, box.pad_x, box.pad_y) == (64 / 50, 96 / 100, 0.0, 0.0)
+    np.testing.assert_allclose(box.boxes_to_original(np.array([[25.6, 38.4, 38.4, 57.6]]), 50, 100), [[20, 40, 30, 60]], atol=1e-4)
+    same, unit = stretch(image, 50, 100)
+    assert same is image and unit.scale_x == unit.scale_y == 1.0  # already that size: no resize, no copy
+
+
+def test_round_up_to_a_multiple():
+    assert [round_up(v, 32) for v in (1, 32, 33, 600, 640)] == [32, 32, 64, 608, 640]

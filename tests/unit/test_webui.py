@@ -46,3 +46,13 @@ def test_csp_is_strict():
     assert directives["object-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
     assert directives["connect-src"] == "'self'" and directives["img-src"] == "'self' blob: data:"
     assert directives["default-src"] == "'none'"
+
+
+def test_the_page_stays_public_under_a_route_prefix():
+    """Serve keeps its route prefix in the path (and names it root_path): the guard looks at the app's own path."""
+    from graph.http import PUBLIC_PATHS, app_path
+
+    assert app_path({"path": "/default/ui", "root_path": "/default"}) == "/ui" in PUBLIC_PATHS
+    assert app_path({"path": "/ui/ui.js", "root_path": ""}) == "/ui/ui.js"
+    assert app_path({"path": "/default", "root_path": "/default"}) == "/"
+    assert app_path({"path": "/other/ui", "root_path": "/default"}) == "/other/ui"
