@@ -84,6 +84,8 @@ def graph_config(dry_run: bool):
     return FacegraphConfig.model_validate(data)
 
 
+SERVING = ("fast", "plain")
+
 STAGE_OF_ROLE = {"Detector": "detector", "Recognizer": "recognizer", "DeepfakeClassifier": "deepfake"}
 
 
@@ -156,7 +158,8 @@ def run(out: Path, dry_run: bool, budget_s: float, cache: Path | None = None, pr
 
     _say("the served graph (cluster/gpu.yaml)")
     config = graph_config(dry_run)
-    graph = run_bench(config, out / "graph", quick=dry_run, progress=progress, plan=size["plan"], detectors=False, probe=memory_probe)
+    # The default serving mode at every level, Ray's plain serving at the rounds' levels beside it.
+    graph = run_bench(config, out / "graph", quick=dry_run, progress=progress, plan=size["plan"], detectors=False, probe=memory_probe, serving=SERVING)
     results["graph"] = {
         "config": str(GPU_CONFIG.relative_to(REPO)),
         "ratios": graph["ratios"],
@@ -164,6 +167,7 @@ def run(out: Path, dry_run: bool, budget_s: float, cache: Path | None = None, pr
         "service_chain": [{k: r[k] for k in ("concurrency", "throughput_rps", "latency")} for r in graph["service_chain"]["http"]],
         "inprocess": {k: graph["inprocess"][k] for k in ("saturation_mode", "saturation_rps", "p50_ms_c1")},
         "probe": graph["ray"].get("probe"),
+        "serving": {k: graph["serving"][k] for k in ("modes", "ratios", "throughput_vs_plain")},
         "files": "graph/results.json, graph/report.md",
     }
     results["total_s"] = round(time.perf_counter() - started, 1)
@@ -209,6 +213,8 @@ def render(results: dict) -> str:
         + [["service chain", r["concurrency"], r["throughput_rps"], r["latency"].get("p50_ms"), ""] for r in g["service_chain"]],
     )
     lines += [f"In-process saturation: {g['inprocess']['saturation_rps']} pictures/s ({g['inprocess']['saturation_mode']}). Ratios: `{ {k: v for k, v in g['ratios'].items() if k != 'basis'} }`", ""]
+    fast_vs_plain = g["serving"]["throughput_vs_plain"].get("fast", {}).get("median")
+    lines += [f"Serving modes: {', '.join(g['serving']['modes'])}; the default against Ray's plain serving at the rounds' clients: x{fast_vs_plain}.", ""]
     probe = g.get("probe") or {}
     lines += ["### Replicas: provider, arena limit and GPU memory", "", f"nvidia-smi: {probe.get('nvidia_smi')}", ""]
     lines += _table(

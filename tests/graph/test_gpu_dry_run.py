@@ -49,3 +49,10 @@ def test_the_served_graph_reports_every_replica_and_its_share(dry_run):
     assert sorted(r["stage"] for r in replicas) == ["detector", "detector", "recognizer", "recognizer"]
     assert all(r["gpu_fraction"] == 0.25 and r["provider"] == "CPUExecutionProvider" for r in replicas)
     assert graph["probe"]["nvidia_smi"]["ok"] is False  # no GPU here: said, not guessed
+
+
+def test_the_graph_is_measured_in_the_default_serving_mode_and_in_rays_plain_one(dry_run):
+    serving = dry_run[0]["graph"]["serving"]
+    assert serving["modes"] == ["fast", "plain"]
+    assert set(serving["throughput_vs_plain"]) == {"fast"}  # at 16 clients, which the GPU plan has and the dry run's does not
+    assert all(serving["ratios"][mode]["overhead_p50_ms_c1"]["median"] is not None for mode in ("fast", "plain"))
