@@ -32,7 +32,7 @@ CHUNK = 100_000
 
 
 def _rss_mb() -> float:
-    from deployments.base import rss_mb
+    from graph.process import rss_mb
 
     return rss_mb()
 

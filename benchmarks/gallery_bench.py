@@ -32,7 +32,7 @@ def _embeddings(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _rss_mb() -> float:
-    from deployments.base import rss_mb
+    from graph.process import rss_mb
 
     return rss_mb()
 

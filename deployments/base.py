@@ -14,35 +14,15 @@ import ray
 from ray import serve
 from ray.serve import metrics
 
-from models.registry import ModelSpec, load_model
+from graph.config import Batching
+from graph.core.stages import answered_by, load_stage
+from graph.process import assigned_resources, rss_mb
+from models.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
-
-
-def assigned_resources() -> tuple[float, float]:
-    """(GPU fraction, CPU share) this replica was scheduled with; (0, 1) outside Ray."""
-    if not ray.is_initialized():  # asking the runtime context would start a local Ray
-        return 0.0, 1.0
-    try:
-        resources = ray.get_runtime_context().get_assigned_resources()
-    except Exception:  # outside a Ray worker (unit use)
-        return 0.0, 1.0
-    return float(resources.get("GPU", 0.0)), float(resources.get("CPU", 1.0))
-
-
-def rss_mb(field: str = "VmRSS") -> float:
-    """This process's resident memory in MiB (``VmHWM``: its peak), from Linux /proc; 0 elsewhere."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
 
 
 def batch_metrics(stage: str) -> tuple[metrics.Histogram, metrics.Histogram]:
@@ -64,49 +44,45 @@ def replica_id() -> str:
         return ""
 
 
-async def in_batches(method, items: Sequence, wrap: Callable[[Sequence], Any] | None = None) -> list[Any]:
-    """Call a ``@serve.batch`` method on ``items`` in pieces no larger than its live ``max_batch_size``.
+async def in_batches(method, items: Sequence, size: int, wrap: Callable[[Sequence], Any] | None = None) -> list[Any]:
+    """Call a ``@serve.batch`` method on ``items`` in pieces of at most ``size`` (its live ``max_batch_size``).
 
     One request may carry any number of faces; Serve refuses an item larger than the batch, so the
     replica that owns the batch size splits the request itself. The pieces are awaited concurrently,
     so they join batches with other requests' items. ``wrap`` makes a batch item of a piece.
     Returns each piece's result in order.
     """
-    size = method._get_max_batch_size()
     pieces = [items[i : i + size] for i in range(0, len(items), size)]
     return list(await asyncio.gather(*(method(wrap(p) if wrap else p) for p in pieces)))
 
 
-def apply_batching(method, user_config: dict) -> None:
-    """Set a ``@serve.batch`` method's knobs from a ``user_config``."""
-    if "max_batch_size" in user_config:
-        method.set_max_batch_size(int(user_config["max_batch_size"]))
-    if "batch_wait_timeout_s" in user_config:
-        method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+def faces_in(groups: Sequence[Sequence]) -> int:
+    """A batch's size in faces, not requests: the ``batch_size_fn`` of the crop stages."""
+    return sum(len(g) for g in groups)
+
+
+def apply_batching(method, user_config: dict) -> Batching:
+    """Set a ``@serve.batch`` method's knobs from a ``user_config`` (the config's ``batching``); returns them."""
+    batching = Batching.model_validate(user_config)
+    method.set_max_batch_size(batching.max_batch_size)
+    method.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+    return batching
 
 
 class ModelReplica:
-    """Base of the model deployments. Subclasses set ``role`` and name their batch method."""
+    """Base of the model deployments. Subclasses set ``stage`` and name their batch method."""
 
-    role: str = ""
     stage: str = ""
 
-    def __init__(self, spec: dict, cache_dir: str):
-        gpu_fraction, cpu_share = assigned_resources()
-        self.loaded = load_model(
-            ModelSpec.model_validate(spec),
-            gpu_fraction=gpu_fraction,
-            cpu_threads=max(1, round(cpu_share)),
-            cache_dir=Path(cache_dir) if cache_dir else None,
-            role=self.role,
-        )
+    def __init__(self, spec: ModelSpec, cache_dir: Path | None):
+        resources = assigned_resources()
+        self.loaded = load_stage(spec, self.stage, cache_dir, resources)
         self.adapter = self.loaded.adapter
-        described = self.loaded.describe()
         # What this replica runs, as every answer it takes part in reports it.
-        self.model: dict[str, Any] = {k: described.get(k) for k in ("family", "source", "variant", "provider", "device")}
-        if "landmarks" in described:  # detectors: what each face's landmark rows are, in order
-            self.model["landmarks"] = described["landmarks"]
-        self.gpu_fraction = gpu_fraction
+        self.model: dict[str, Any] = answered_by(self.loaded)
+        # The batch knobs Serve's ``reconfigure`` gives (the config's ``batching``); the config's defaults until then.
+        self.batching = Batching()
+        self.gpu_fraction = resources[0]
         self.warmup_ms: float | None = None
         self.warmup_error: str | None = None
         self.batch_sizes: collections.Counter[int] = collections.Counter()
@@ -126,10 +102,9 @@ class ModelReplica:
 
     def reconfigure(self, user_config: dict) -> None:
         """Change batching at run time (Serve calls this on ``user_config`` updates, and at start)."""
-        method = self.batch_method()
-        before = method._get_max_batch_size()
-        apply_batching(method, user_config)
-        if self.warmup_ms is None or method._get_max_batch_size() != before:
+        before = self.batching.max_batch_size
+        self.batching = apply_batching(self.batch_method(), user_config)
+        if self.warmup_ms is None or self.batching.max_batch_size != before:
             self.warm_up()
 
     def warm_up(self) -> None:
@@ -141,7 +116,7 @@ class ModelReplica:
         """
         started = time.perf_counter()
         self.warmup_error = None
-        for size in sorted({1, self.batch_method()._get_max_batch_size()}):
+        for size in sorted({1, self.batching.max_batch_size}):
             try:
                 self.warm(size)
             except Exception as exc:  # serving goes on: a failing batch becomes its requests' errors
@@ -177,7 +152,6 @@ class ModelReplica:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        method = self.batch_method()
         batches = sum(self.batch_sizes.values())
         return {
             **self.loaded.describe(),
@@ -190,8 +164,7 @@ class ModelReplica:
             "warmup_ms": self.warmup_ms,
             "warmup_error": self.warmup_error,
             "batching": {
-                "max_batch_size": method._get_max_batch_size(),
-                "batch_wait_timeout_s": method._get_batch_wait_timeout_s(),
+                **self.batching.model_dump(),
                 "batches": batches,
                 "items": self.items,
                 "mean_batch_size": round(self.items / batches, 3) if batches else None,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from deployments.base import ModelReplica, in_batches
-from deployments.wire import Verdicts
+from deployments.base import ModelReplica, faces_in, in_batches
+from graph.core.wire import Verdicts
 from models.pipeline import check_crops, classify_batch
 from models.types import Classification
 
 
 @serve.deployment
 class DeepfakeClassifier(ModelReplica):
-    role = "classifier"
     stage = "deepfake"
 
     def batch_method(self):
@@ -25,10 +24,10 @@ class DeepfakeClassifier(ModelReplica):
     async def classify(self, crops: np.ndarray) -> Verdicts:
         """Any number of one request's crops (F, H, W, 3): one verdict each."""
         check_crops(crops, self.adapter.crop_spec, self.stage)
-        parts = await in_batches(self.classify_crops, crops) if len(crops) else []
+        parts = await in_batches(self.classify_crops, crops, self.batching.max_batch_size) if len(crops) else []
         return Verdicts([row for part in parts for row in part], self.model)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda groups: sum(len(g) for g in groups))
+    @serve.batch(batch_size_fn=faces_in)
     async def classify_crops(self, groups: list[np.ndarray]) -> list[list[Classification]]:
         return await self.run_faces(classify_batch, groups)
 

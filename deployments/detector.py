@@ -5,27 +5,28 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from ray import serve
 
 from deployments.base import ModelReplica
+from models.registry import ModelSpec
 from models.pipeline import DetectReply, DetectRequest, detect_batch
 
 
 @serve.deployment
 class Detector(ModelReplica):
-    role = "detector"
     stage = "detector"
 
-    def __init__(self, spec: dict, cache_dir: str, max_pixels: int):
+    def __init__(self, spec: ModelSpec, cache_dir: Path | None, max_pixels: int):
         super().__init__(spec, cache_dir)
         self.max_pixels = max_pixels
 
     def batch_method(self):
         return self.detect
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    @serve.batch  # its knobs come from the config, through reconfigure
     async def detect(self, requests: list[DetectRequest]) -> list[DetectReply]:
         started = time.perf_counter()
         # Off the event loop, so the next batch keeps forming while this one runs.

@@ -11,12 +11,13 @@ from functools import partial
 import numpy as np
 from ray import serve
 
-from deployments.base import apply_batching, batch_metrics, in_batches, rss_mb
-from deployments.wire import SearchAnswer, SearchRequest
-from graph.config import StoreSettings
+from deployments.base import apply_batching, batch_metrics, in_batches
+from graph.core.wire import SearchAnswer, SearchRequest
+from graph.config import Batching, StoreSettings
 from graph.identity.backends import database_search, open_store
 from graph.identity.index import GalleryIndex, search_batch
 from graph.identity.store import GalleryError
+from graph.process import rss_mb
 from models.embedding import Match, Metric, distances, is_match, similarities
 
 logger = logging.getLogger(__name__)
@@ -34,10 +35,12 @@ class Gallery:
         # PostgreSQL searches in the database (None for SQLite: this replica's own index does).
         self.in_database = database_search(self.store)
         self.m_batch, self.m_latency = batch_metrics("gallery")
+        # The batch knobs Serve's ``reconfigure`` gives (the config's ``batching``); the config's defaults until then.
+        self.batching = Batching()
         logger.info("gallery replica opened its database")
 
     def reconfigure(self, user_config: dict) -> None:
-        apply_batching(self.search_faces, user_config)
+        self.batching = apply_batching(self.search_faces, user_config)
 
     def _index(self, space: str, metric: Metric) -> GalleryIndex:
         index = self.indexes.get(space)
@@ -86,11 +89,11 @@ class Gallery:
         if not len(request.embeddings):
             (answer,) = await asyncio.to_thread(search_batch, self._index, [request])
             return answer
-        parts = await in_batches(self.search_faces, request.embeddings, lambda rows: replace(request, embeddings=rows))
+        parts = await in_batches(self.search_faces, request.embeddings, self.batching.max_batch_size, lambda rows: replace(request, embeddings=rows))
         return SearchAnswer([row for part in parts for row in part.faces], parts[0].decision)
 
     # A batch is capped by faces: ``search`` cuts a picture's faces into pieces that fit.
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, batch_size_fn=lambda rs: sum(len(r.embeddings) for r in rs))
+    @serve.batch(batch_size_fn=lambda requests: sum(len(r.embeddings) for r in requests))
     async def search_faces(self, requests: list[SearchRequest]) -> list[SearchAnswer]:
         """Per request, per face: the top-k subjects. One matrix product per space and batch."""
         started = time.perf_counter()

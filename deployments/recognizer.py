@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from ray import serve
 
-from deployments.base import ModelReplica, in_batches
-from deployments.wire import Embeddings
-from models.embedding import EmbeddingSpace
+from deployments.base import ModelReplica, faces_in, in_batches
+from graph.core.wire import Embeddings
+from graph.core.stages import embedding_space
 from models.pipeline import check_crops, embed_batch
+from models.registry import ModelSpec
 
 
 @serve.deployment
 class Recognizer(ModelReplica):
-    role = "recognizer"
     stage = "recognizer"
 
-    def __init__(self, spec: dict, cache_dir: str):
+    def __init__(self, spec: ModelSpec, cache_dir: Path | None):
         super().__init__(spec, cache_dir)
-        self.space = EmbeddingSpace(
-            family=self.loaded.spec.family,
-            digest=self.loaded.digest,
-            variant=self.loaded.spec.variant,
-            dimension=self.adapter.dimension,
-            metric=self.adapter.metric,
-        )
+        self.space = embedding_space(self.loaded)
 
     def batch_method(self):
         return self.embed_crops
@@ -39,12 +35,12 @@ class Recognizer(ModelReplica):
     async def embed(self, crops: np.ndarray) -> Embeddings:
         """Any number of one request's crops (F, H, W, 3), with the space the vectors belong to."""
         check_crops(crops, self.adapter.crop_spec, self.stage)
-        parts = await in_batches(self.embed_crops, crops) if len(crops) else []
+        parts = await in_batches(self.embed_crops, crops, self.batching.max_batch_size) if len(crops) else []
         vectors = np.concatenate(parts) if parts else np.zeros((0, self.space.dimension), np.float32)
         return Embeddings(vectors, self.space, self.adapter.match_threshold, self.model, self.adapter.impostors)
 
     # A batch is capped by faces, not requests: ``embed`` splits a request into pieces that fit.
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda groups: sum(len(g) for g in groups))
+    @serve.batch(batch_size_fn=faces_in)
     async def embed_crops(self, groups: list[np.ndarray]) -> list[np.ndarray]:
         return await self.run_faces(embed_batch, groups)
 

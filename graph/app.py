@@ -20,25 +20,21 @@ DEPLOYMENT_NAMES = {
 }
 
 
-def _user_config(stage: StageConfig) -> dict:
-    return stage.deployment.batching.model_dump()
-
-
 def build_app(args: dict | FacegraphConfig) -> Application:
     """Compose Ingress(Detector, Recognizer?, DeepfakeClassifier?, Gallery?) from one config."""
     config = args if isinstance(args, FacegraphConfig) else FacegraphConfig.model_validate(args or {})
-    cache = str(config.cache_dir())
+    cache = config.cache_dir()
     detector = Detector.options(
-        name=DEPLOYMENT_NAMES["detector"], **config.detector.deployment.serve_options(_user_config(config.detector))
-    ).bind(config.detector.model.model_dump(), cache, config.ingress.max_pixels)
+        name=DEPLOYMENT_NAMES["detector"], **config.detector.deployment.serve_options(batched=True)
+    ).bind(config.detector.model, cache, config.ingress.max_pixels)
     branches = {}
     for stage, deployment in (("recognizer", Recognizer), ("deepfake", DeepfakeClassifier)):
         stage_config: StageConfig | None = getattr(config, stage)
         branches[stage] = (
             None
             if stage_config is None
-            else deployment.options(name=DEPLOYMENT_NAMES[stage], **stage_config.deployment.serve_options(_user_config(stage_config))).bind(
-                stage_config.model.model_dump(), cache
+            else deployment.options(name=DEPLOYMENT_NAMES[stage], **stage_config.deployment.serve_options(batched=True)).bind(
+                stage_config.model, cache
             )
         )
     store = config.gallery_store()
@@ -46,7 +42,7 @@ def build_app(args: dict | FacegraphConfig) -> Application:
     if store is not None:
         gallery_deployment = config.gallery.deployment
         gallery = Gallery.options(
-            name=DEPLOYMENT_NAMES["gallery"], **gallery_deployment.serve_options(gallery_deployment.batching.model_dump())
+            name=DEPLOYMENT_NAMES["gallery"], **gallery_deployment.serve_options(batched=True)
         ).bind(store)
     ingress_options = config.ingress.deployment.serve_options()
     return Ingress.options(name=DEPLOYMENT_NAMES["ingress"], **ingress_options).bind(

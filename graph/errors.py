@@ -2,12 +2,14 @@
 
 :func:`as_api_error` maps any exception: our own refusals by their code, back-pressure and dead
 replicas to 503 with Retry-After, a Ray-wrapped failure by what it wraps, anything else to a 500
-that echoes nothing. The handle API raises what it returns; the HTTP handlers answer with it.
+that echoes nothing. :func:`raising_api_errors` applies it to the whole handle API; the HTTP
+handlers answer with the same errors.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import inspect
 import logging
 
 from fastapi import FastAPI, Request
@@ -76,9 +78,6 @@ class ApiError(FacegraphError):
     def code(self, value: str) -> None:
         self.__dict__["_code"] = value
 
-    def __reduce__(self):  # keep code and status when Ray pickles it across processes
-        return (ApiError, (self.message, self.code, self.status))
-
     def to_json(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}
 
@@ -112,13 +111,27 @@ def _internal(exc: BaseException) -> ApiError:
     return ApiError(INTERNAL, "internal_error")
 
 
-@contextlib.contextmanager
-def mapped():
-    """Raise every failure inside as its ``ApiError`` (the handle API's callers get codes and statuses)."""
-    try:
-        yield
-    except Exception as exc:
-        raise as_api_error(exc) from None
+def raising_api_errors(cls: type) -> type:
+    """The handle API's error boundary: every public coroutine of ``cls`` raises only :class:`ApiError`.
+
+    Handle callers and the HTTP routes (which call the same methods) get codes and statuses; the
+    core below raises plain ``FacegraphError``s and never learns of HTTP.
+    """
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _mapping(method))
+    return cls
+
+
+def _mapping(method):
+    @functools.wraps(method)
+    async def mapped(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            raise as_api_error(exc) from None
+
+    return mapped
 
 
 def error_response(error: ApiError) -> JSONResponse:

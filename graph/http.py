@@ -1,7 +1,7 @@
 """The HTTP surface: routes, their query models and bodies, and the guard in front of them.
 
 Routes are thin: they read the body (``graph.bodies``), validate the query, and call the
-ingress replica's handle API (set by :func:`serve_with`), which the Python handle API shares.
+ingress replica's handle API (Serve's replica context names it), which Python callers share.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import time
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from ray import serve
 
 from graph import errors, schemas, webui
 from graph.bodies import IMAGE_TYPES, content_type, read_files, read_image
 from graph.errors import ApiError
-from graph.identity.store import MAX_OFFSET
+from graph.identity.store import MAX_OFFSET, MAX_PAGE
 
 # The web page is public like /docs; the API calls it makes carry the key its user types in.
 PUBLIC_PATHS = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect", *webui.PATHS)
@@ -85,18 +86,12 @@ class SubjectCreate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-# The ingress replica this process serves. A module global, not ``app.state``: Serve serves a frozen
-# copy of ``app``, while this module (imported by reference) is the same one the routes run in.
-_serving: dict[str, Any] = {}
-
-
-def serve_with(ingress) -> None:
-    """Route this process's requests to ``ingress`` (its constructor calls this)."""
-    _serving["ingress"] = ingress
-
-
 def _ingress(_: Request | None = None):
-    return _serving.get("ingress")
+    """The ingress replica serving this request (None while it starts): Serve's own record of it."""
+    try:
+        return serve.get_replica_context().servable_object
+    except RuntimeError:  # outside a Serve replica
+        return None
 
 
 def _authorized(request: Request, keys: list[str]) -> bool:
@@ -202,7 +197,7 @@ async def create_subject(request: Request, body: SubjectCreate):
 
 
 @app.get("/v1/subjects", response_model=schemas.SubjectList, **_ANSWERS, summary="List subjects with their face counts")
-async def list_subjects(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0):
+async def list_subjects(request: Request, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0):
     return await _ingress(request).list_subjects(limit, offset)
 
 
@@ -218,22 +213,17 @@ async def delete_subject(request: Request, subject_id: SubjectId):
 
 @app.post("/v1/subjects/{subject_id}/faces", status_code=201, openapi_extra=_IMAGE_BODY, response_model=schemas.Enrolled, **_ANSWERS, summary="Enroll the face of a picture")
 async def enroll(request: Request, subject_id: SubjectId, query: Annotated[FaceChoice, Query()]):
-    ingress = _ingress(request)
-    ingress.need("gallery")
-    return await ingress.enroll(subject_id, await _image(request), **query.model_dump())
+    return await _ingress(request).enroll(subject_id, await _image(request), **query.model_dump())
 
 
 @app.post("/v1/identify", openapi_extra=_IMAGE_BODY, response_model=schemas.IdentifyAnswer, **_ANSWERS, summary="Each face's closest subjects and a match decision")
 async def identify(request: Request, query: Annotated[IdentifyQuery, Query()]):
-    ingress = _ingress(request)
-    ingress.need("gallery")
-    return await ingress.identify(await _image(request), **query.model_dump())
+    return await _ingress(request).identify(await _image(request), **query.model_dump())
 
 
 @app.post("/v1/verify", openapi_extra=_VERIFY_BODY, response_model=schemas.VerifyAnswer, **_ANSWERS, summary="Same person? Two pictures, or a picture and a subject")
 async def verify(request: Request, query: Annotated[VerifyQuery, Query()]):
     ingress = _ingress(request)
-    ingress.need("gallery")
     if content_type(request) == "multipart/form-data":
         files = await read_files(request, ingress.max_body_bytes, max_files=2)
         first = _first(files, "image", "image_a") if query.subject_id is not None else _first(files, "image_a")
@@ -263,6 +253,7 @@ async def health(request: Request):
 
 
 @app.get("/ready", response_model=schemas.ReadyAnswer, responses={503: {"model": schemas.ReadyAnswer}}, summary="200 only when every deployment is healthy")
-async def ready(request: Request):
+async def ready(request: Request, response: Response):
     is_ready, states = await _ingress(request).status.ready()
-    return JSONResponse({"ready": is_ready, "deployments": states}, status_code=200 if is_ready else 503)
+    response.status_code = 200 if is_ready else 503
+    return schemas.ReadyAnswer(ready=is_ready, deployments=states)

@@ -1,8 +1,9 @@
 """The ingress deployment: the handle API, over the HTTP surface of ``graph.http``.
 
-It wires the parts and stays thin: ``graph.analysis`` runs detector -> (recognizer | deepfake),
-``graph.identities`` the gallery operations, ``graph.status`` health, readiness and the models
-report; ``graph.errors`` turns every failure into an ``ApiError`` for handle callers and HTTP alike.
+It wires the parts and stays thin: ``graph.core.analysis`` runs detector -> (recognizer | deepfake),
+``graph.core.identities`` the gallery operations, ``graph.status`` health, readiness and the models
+report; ``graph.errors.raising_api_errors`` is the one boundary where a failure of any of them
+becomes an ``ApiError`` with its status, for handle callers and HTTP routes alike.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import asyncio
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from graph.analysis import Analysis, Options
+from graph.core.analysis import Analysis, Options
 from graph.config import FacegraphConfig
-from graph.errors import ApiError, as_api_error, mapped
-from graph.http import app, serve_with
-from graph.identities import Identities
+from graph.errors import ApiError, as_api_error, raising_api_errors
+from graph.http import app
+from graph.core.identities import Identities
 from graph.metrics import ingress_metrics
 from graph.status import ServeStatus, Status
 
@@ -34,6 +35,7 @@ def _made_here(handle: DeploymentHandle | None) -> DeploymentHandle | None:
 
 @serve.deployment
 @serve.ingress(app)
+@raising_api_errors
 class Ingress:
     """Awaits the detector, then runs the recognizer and deepfake branches concurrently."""
 
@@ -57,7 +59,6 @@ class Ingress:
         self.identities = Identities(self.analysis, gallery, config.gallery) if gallery is not None and recognizer is not None else None
         stages = {"detector": detector, **self.analysis.branches()}
         self.status = Status(stages, deployment_names, ServeStatus(config.name))
-        serve_with(self)
 
     def need(self, part: str) -> None:
         """Refuse a route whose model or gallery is not configured."""
@@ -99,10 +100,9 @@ class Ingress:
         Returns:
             The same structure as ``POST /v1/analyze``. Raises ApiError for bad input.
         """
-        with mapped():
-            options = Options(embeddings, recognize, deepfake, max_faces, min_score, identify)
-            search = self._gallery().best_matches if identify else None
-            return await self.analysis.analyze(image, options, search)
+        options = Options(embeddings, recognize, deepfake, max_faces, min_score, identify)
+        search = self._gallery().best_matches if identify else None
+        return await self.analysis.analyze(image, options, search)
 
     async def analyze_many(self, images: list[bytes], **options) -> list[dict]:
         """Several pictures concurrently: per picture its answer, or its client error as ``{"error": ...}``."""
@@ -124,43 +124,34 @@ class Ingress:
 
     async def describe_models(self) -> dict:
         """Per model: family, file, variant, provider, fallbacks, GPU share; batching per replica and merged."""
-        with mapped():
-            return await self.status.models()
+        return await self.status.models()
 
     async def create_subject(self, name: str, metadata: dict | None = None) -> dict:
         """A new subject with no faces yet."""
-        with mapped():
-            return await self._gallery().create_subject(name, metadata or {})
+        return await self._gallery().create_subject(name, metadata or {})
 
     async def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
-        with mapped():
-            return await self._gallery().list_subjects(limit, offset)
+        return await self._gallery().list_subjects(limit, offset)
 
     async def get_subject(self, subject_id: str) -> dict:
-        with mapped():
-            return await self._gallery().get_subject(subject_id)
+        return await self._gallery().get_subject(subject_id)
 
     async def delete_subject(self, subject_id: str) -> dict:
         """Erase a subject and all its embeddings for good."""
-        with mapped():
-            return await self._gallery().delete_subject(subject_id)
+        return await self._gallery().delete_subject(subject_id)
 
     async def enroll(self, subject_id: str, image, face_index: int | None = None, max_faces=None, min_score=None) -> dict:
         """Add one face of a picture to a subject; refuses no face, or several without ``face_index``."""
-        with mapped():
-            return await self._gallery().enroll(subject_id, image, face_index, max_faces, min_score)
+        return await self._gallery().enroll(subject_id, image, face_index, max_faces, min_score)
 
     async def identify(self, image, top_k: int | None = None, max_faces=None, min_score=None) -> dict:
         """Every face of a picture with its top-k subjects, closest first, and a match decision."""
-        with mapped():
-            return await self._gallery().identify(image, top_k, max_faces, min_score)
+        return await self._gallery().identify(image, top_k, max_faces, min_score)
 
     async def verify(self, image_a, image_b=None, *, subject_id: str | None = None, face_a: int | None = None, face_b: int | None = None) -> dict:
         """Whether two pictures (or a picture and a subject) show the same person, with the score."""
-        with mapped():
-            return await self._gallery().verify(image_a, image_b, subject_id=subject_id, face_a=face_a, face_b=face_b)
+        return await self._gallery().verify(image_a, image_b, subject_id=subject_id, face_a=face_a, face_b=face_b)
 
     async def gallery_stats(self) -> dict:
         """Subjects, faces searchable with the current recognizer and faces made by others."""
-        with mapped():
-            return await self._gallery().stats()
+        return await self._gallery().stats()

@@ -16,7 +16,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.base import rss_mb
+from graph.process import rss_mb
 from models.gpu import list_gpus
 
 logger = logging.getLogger(__name__)

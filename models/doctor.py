@@ -6,14 +6,26 @@ import platform
 
 import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from models.errors import ProviderUnavailableError
-from models.fixtures import identity_model
+from models.onnx_graph import GraphBuilder
 from models.gpu import list_gpus, nvml_error
 from models.cuda_libs import cuda_build_version, fix_for, missing_provider_libraries, preload_cuda_libraries
 from models.runtime import CPU, CUDA, TRT, RuntimeOptions, create_session
 
 _POLICY_PROVIDER = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT}
+
+
+def identity_model() -> bytes:
+    """The smallest useful model: y = x + 1 on (N, 4) float32, to prove a provider runs."""
+    g = GraphBuilder()
+    out = g.op("Add", "x", g.const(np.ones(4, np.float32)))
+    return g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        {out: "y"},
+    )
 
 
 def probe_provider(provider: str) -> dict:

@@ -1,8 +1,7 @@
 """The explicit registry of model families, the model spec, and loading.
 
 A :class:`ModelSpec` names a family and exactly one source: a user's ONNX file
-or Hugging Face folder (``path``), a model of the built default pack
-(``pack``), or a generated fixture (``fixture``, for tests and demos).
+or Hugging Face folder (``path``), or a model of the built default pack (``pack``).
 """
 
 from __future__ import annotations
@@ -54,15 +53,10 @@ def detector_landmarks(spec: "ModelSpec") -> tuple[str, ...] | None:
         return cls.landmarks
     import onnx
 
-    if spec.fixture:
-        from models.fixtures import build_fixture
-
-        proto = onnx.load_from_string(next(iter(build_fixture(spec.fixture)[0].values())))
-    else:
-        path = Path(spec.path).expanduser()
-        if not path.is_file():
-            return cls.landmarks
-        proto = onnx.load(str(path), load_external_data=False)
+    path = Path(spec.path).expanduser()
+    if not path.is_file():
+        return cls.landmarks
+    proto = onnx.load(str(path), load_external_data=False)
     return file_landmarks(list(proto.graph.output))
 
 
@@ -74,7 +68,6 @@ class ModelSpec(RuntimeSettings):
     family: str
     path: str | None = None
     pack: str | None = None
-    fixture: str | None = None
     variant: str = "fp32"
     # ONNX Runtime intra-op threads; None follows the replica's CPU share (rounded, at least 1).
     intra_op_threads: int | None = Field(None, ge=1, le=256)
@@ -82,16 +75,16 @@ class ModelSpec(RuntimeSettings):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [k for k in ("path", "pack", "fixture") if getattr(self, k)]
+        given = [k for k in ("path", "pack") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of path, pack, fixture (got {given or 'none'})")
+            raise ValueError(f"give exactly one of path, pack (got {given or 'none'})")
         # An unknown family is refused where its role is known (the graph config, load_model), so
         # the error lists only the families of that role.
         return self
 
     @property
     def source(self) -> str:
-        return self.path or (f"pack:{self.pack}" if self.pack else f"fixture:{self.fixture}")
+        return self.path or f"pack:{self.pack}"
 
     def runtime(self, gpu_fraction: float = 0.0, cpu_threads: int = 1) -> RuntimeOptions:
         settings = self.model_dump(include=set(RuntimeSettings.model_fields))
@@ -143,41 +136,28 @@ def variant_manifest(model_file: Path) -> Path:
     return model_file.with_name(model_file.name.removesuffix(".onnx") + ".manifest.json")
 
 
-def _variant_accuracy(first: Any) -> dict[str, Any] | None:
+def _variant_accuracy(first: Path) -> dict[str, Any] | None:
     """The variant, method, floors verdict and accuracy measurements from an optimised model's manifest."""
-    if isinstance(first, bytes) or not variant_manifest(Path(first)).is_file():
+    if not variant_manifest(Path(first)).is_file():
         return None
     manifest = json.loads(variant_manifest(Path(first)).read_text())
     keys = ("variant", "method", "within_floors", "forced", "accuracy", "floors")
     return {k: manifest.get(k) for k in keys} | {"size_ratio": manifest.get("performance", {}).get("size_ratio")}
 
 
-def _digest(files: dict[str, Any]) -> str:
-    """sha256 over a model's files (paths or bytes), in file-name order; first 16 hex digits."""
+def _digest(files: dict[str, Path]) -> str:
+    """sha256 over a model's files, in file-name order; first 16 hex digits."""
     digest = hashlib.sha256()
     for _, source in sorted(files.items()):
-        if isinstance(source, bytes):
-            digest.update(source)
-            continue
         with open(source, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
 
 
-def _locate(cls: type[Adapter], spec: ModelSpec, cache_dir: Path | None) -> tuple[dict[str, Any], dict]:
-    """ONNX sources per file name (paths or bytes) and family resources."""
+def _locate(cls: type[Adapter], spec: ModelSpec, cache_dir: Path | None) -> tuple[dict[str, Path], dict]:
+    """ONNX files per file name, and family resources."""
     read_resources = getattr(cls, "read_resources", None)
-    if spec.fixture:
-        from models.fixtures import build_fixture
-
-        files, resources = build_fixture(spec.fixture)
-        missing = set(cls.files) - set(files)
-        if missing:
-            raise ModelLoadError(f"fixture '{spec.fixture}' does not provide {sorted(missing)} for family '{spec.family}'")
-        if read_resources and not resources:
-            resources = read_resources(files[cls.files[0]], None)
-        return files, resources
     if spec.pack:
         if cache_dir is None:
             raise ModelLoadError("a pack model needs the model cache directory")
@@ -215,6 +195,6 @@ def load_model(
         sessions[name], reports[name] = create_session(source, runtime)
     settings = cls.Settings.model_validate(spec.settings)
     adapter = cls(sessions, settings, **resources)
-    shown = {name: (f"generated:{spec.fixture}" if isinstance(src, bytes) else str(src)) for name, src in files.items()}
+    shown = {name: str(src) for name, src in files.items()}
     accuracy = _variant_accuracy(next(iter(files.values())))
     return LoadedModel(spec=spec, adapter=adapter, files=shown, reports=reports, accuracy=accuracy, digest=_digest(files))

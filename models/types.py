@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -12,6 +12,14 @@ import numpy as np
 # really finds and names them; alignment fits whichever of its template's points a face has.
 FIVE_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 LANDMARK_NAMES = FIVE_POINTS + ("mouth_center", "left_ear", "right_ear")
+
+
+def eye_distance(landmarks, points: Sequence[str]) -> float | None:
+    """Pixels between the two eyes of landmark rows named by ``points``; None when they name no eyes."""
+    if landmarks is None or not {"left_eye", "right_eye"} <= set(points):
+        return None
+    left, right = landmarks[list(points).index("left_eye")], landmarks[list(points).index("right_eye")]
+    return float(np.hypot(*(np.asarray(right, np.float64) - np.asarray(left, np.float64))))
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,7 @@ class Face:
     @property
     def eye_distance(self) -> float | None:
         """Pixels between the two eyes, or None when the detector gives no eyes."""
-        if self.landmarks is None or not {"left_eye", "right_eye"} <= set(self.points):
-            return None
-        left, right = self.landmarks[self.points.index("left_eye")], self.landmarks[self.points.index("right_eye")]
-        return float(np.hypot(*(np.asarray(right, np.float64) - left)))
+        return eye_distance(self.landmarks, self.points)
 
     def to_json(self) -> dict:
         return {

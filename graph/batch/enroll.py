@@ -16,18 +16,12 @@ import pyarrow as pa
 
 from graph.batch.rows import replace_columns, split_ms
 from graph.config import FacegraphConfig
-from graph.identity.store import GalleryStore, Store
-from models.types import Face
+from graph.core.identities import below_eye_floor
+from graph.identity.backends import open_store
+from graph.identity.store import Store
+from models.types import eye_distance
 
 PAGE = 1000
-
-
-def open_store(config: FacegraphConfig) -> Store:
-    """The gallery the config names: the store the Serve graph's gallery replicas open."""
-    database = config.gallery_database()
-    if database is None:
-        raise ValueError("enrolling needs a gallery and a recognizer in the config")
-    return GalleryStore(database)
 
 
 def subject_of(path: str) -> str:
@@ -54,9 +48,7 @@ def enroll_status(row: dict, min_eye_distance_px: float | None = None) -> str:
         return row["status"]  # "no_face" or "error"
     if row["faces"] != 1 or row["embedding"] is None:
         return "several_faces"
-    names = row.get("landmark_names") or ()
-    eyes = Face((0, 0, 0, 0), 0, np.asarray(row["landmarks"], np.float32), tuple(names)).eye_distance if row.get("landmarks") else None
-    if min_eye_distance_px is not None and eyes is not None and eyes < min_eye_distance_px:
+    if below_eye_floor(eye_distance(row.get("landmarks"), row.get("landmark_names") or ()), min_eye_distance_px):
         return "low_quality"
     return "enrolled"
 
@@ -64,9 +56,11 @@ def enroll_status(row: dict, min_eye_distance_px: float | None = None) -> str:
 class EnrollStage:
     """The one writer of a job: a single actor, placed by the gallery's own resources (the node with its disk)."""
 
-    def __init__(self, config: dict):
-        config = FacegraphConfig.model_validate(config)
-        self.store = open_store(config)
+    def __init__(self, config: FacegraphConfig):
+        store = config.gallery_store()
+        if store is None:
+            raise ValueError("enrolling needs a gallery and a recognizer in the config")
+        self.store = open_store(store)
         self.min_eye_distance_px = config.gallery.min_eye_distance_px if config.gallery else None
         self.subjects = subjects_by_name(self.store)
 

@@ -19,7 +19,7 @@ from graph.batch.enroll import EnrollStage
 from graph.batch.sources import Location, done_keys, list_pictures, locate, parquet_files, read_rows
 from graph.batch.stages import ClassifyStage, DetectStage, EmbedStage, read_pictures
 from graph.config import DeploymentConfig, FacegraphConfig
-from models.registry import load_model
+from graph.core.stages import load_stage
 from models.types import CropSpec
 
 STAGE_COLUMNS = {"decode": "decode_ms", "detect": "detect_ms", "recognizer": "recognizer_ms", "deepfake": "deepfake_ms", "enroll": "enroll_ms"}
@@ -75,14 +75,12 @@ def pool_options(deployment: DeploymentConfig) -> dict:
 
 
 def crop_specs(config: FacegraphConfig) -> dict[str, CropSpec]:
-    """The crops each configured branch takes, read from its model (loaded once here, on the CPU)."""
-    specs = {}
-    for stage in ("recognizer", "deepfake"):
-        stage_config = getattr(config, stage)
-        if stage_config is not None:
-            role = "recognizer" if stage == "recognizer" else "classifier"
-            specs[stage] = load_model(stage_config.model, cache_dir=config.cache_dir(), role=role).adapter.crop_spec
-    return specs
+    """The crops each configured branch takes: its model's own ``crop_spec``, the model loaded once here on the CPU.
+
+    The Serve graph asks its live branch replicas the same question (``graph.core.analysis``).
+    """
+    branches = {stage: getattr(config, stage) for stage in ("recognizer", "deepfake")}
+    return {stage: load_stage(c.model, stage, config.cache_dir()).adapter.crop_spec for stage, c in branches.items() if c is not None}
 
 
 def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset, enroll: bool):
@@ -90,7 +88,7 @@ def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset
     import ray.data
     from ray.data import ActorPoolStrategy
 
-    cache, task_cpus = str(config.cache_dir()), config.batch.task_num_cpus
+    cache, task_cpus = config.cache_dir(), config.batch.task_num_cpus
     # The paths are listed here, the files read in the reading tasks: one that cannot be read is its error row.
     blocks = max(1, min(-(-len(paths) // config.batch.read_batch_size), 2000))  # a reading batch each, to feed every pool
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
@@ -102,7 +100,7 @@ def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset
     )
     ds = ds.map_batches(
         DetectStage,
-        fn_constructor_args=(config.detector.model.model_dump(), cache, crop_specs(config), config.ingress.max_pixels),
+        fn_constructor_args=(config.detector.model, cache, crop_specs(config), config.ingress.max_pixels),
         batch_format="pyarrow",
         **pool_options(config.detector.deployment),
     )
@@ -110,13 +108,13 @@ def build_dataset(config: FacegraphConfig, fs, paths: list[str], done: frozenset
         stage_config = getattr(config, stage)
         if stage_config is not None:
             ds = ds.map_batches(
-                cls, fn_constructor_args=(stage_config.model.model_dump(), cache), batch_format="pyarrow", **pool_options(stage_config.deployment)
+                cls, fn_constructor_args=(stage_config.model, cache), batch_format="pyarrow", **pool_options(stage_config.deployment)
             )
     if enroll:
         gallery = config.gallery.deployment
         ds = ds.map_batches(
             EnrollStage,
-            fn_constructor_args=(config.model_dump(mode="json"),),
+            fn_constructor_args=(config,),
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=1),  # one writer: SQLite takes one at a time
             num_cpus=gallery.num_cpus,
@@ -149,7 +147,7 @@ def summarise(dest: Location, files: list[str], summary: Summary, enroll: bool) 
 
 def run_job(config: FacegraphConfig, source: str, out: str, enroll: bool = False) -> Summary:
     """Run the job on the connected Ray cluster; pictures DEST already holds (same path and content) are skipped."""
-    if enroll and config.gallery_database() is None:
+    if enroll and config.gallery_store() is None:
         raise ValueError("--enroll-by-folder needs a recognizer and a gallery in the config")
     fs, paths = list_pictures(source)
     dest = locate(out)

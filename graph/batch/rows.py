@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-MODEL = pa.struct([("family", pa.string()), ("source", pa.string()), ("variant", pa.string()), ("digest", pa.string())])
+from graph.core.stages import MODEL_FIELDS
+
+# Which model answered (``graph.core.stages.answered_by``); a detector's landmark names have a column of their own.
+MODEL = pa.struct([(name, pa.string()) for name in MODEL_FIELDS])
 
 PICTURE = [("path", pa.string()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32())]
 ERROR = [("error_code", pa.string()), ("error", pa.string())]
@@ -56,11 +59,6 @@ CROP_COLUMNS = {"recognizer": "recognizer_crop", "deepfake": "deepfake_crop"}
 def staged_schema(branches) -> pa.Schema:
     """The rows the detector hands to ``branches``: the output's fields and a crop column per branch."""
     return pa.schema(list(OUTPUT) + [(CROP_COLUMNS[b], pa.binary()) for b in branches])
-
-
-def model_value(described: dict) -> dict:
-    """A stage's model as the ``*_model`` columns hold it."""
-    return {k: described.get(k) for k in ("family", "source", "variant", "digest")}
 
 
 def replace_columns(table: pa.Table, values: dict[str, list]) -> pa.Table:

@@ -16,20 +16,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from deployments.base import assigned_resources
-from graph.batch.rows import CROP_COLUMNS, READ, model_value, replace_columns, split_ms, staged_schema
-from models.embedding import EmbeddingSpace
+from graph.batch.rows import CROP_COLUMNS, READ, replace_columns, split_ms, staged_schema
+from graph.core.stages import answered_by, embedding_space, load_stage
+from graph.process import assigned_resources
 from models.errors import FacegraphError
 from models.imaging import decode_image
 from models.pipeline import DetectRequest, classify_batch, detect_batch, embed_batch
-from models.registry import LoadedModel, ModelSpec, load_model
+from models.registry import ModelSpec
 from models.types import CropSpec
-
-
-def load_stage(spec: dict, cache_dir: str, role: str) -> LoadedModel:
-    """The stage's model on the resources this actor was given, as a Serve replica loads it."""
-    gpu_fraction, cpu_share = assigned_resources()
-    return load_model(ModelSpec.model_validate(spec), gpu_fraction, max(1, round(cpu_share)), Path(cache_dir), role)
 
 
 def _read(fs, path: str) -> bytes:
@@ -77,9 +71,9 @@ def _crop_bytes(crops: np.ndarray, i: int) -> bytes:
 class DetectStage:
     """Faces of each picture and the crops each branch needs: one row per face or per face-less picture."""
 
-    def __init__(self, spec: dict, cache_dir: str, crops: dict[str, CropSpec], max_pixels: int):
-        self.loaded = load_stage(spec, cache_dir, "detector")
-        self.model = model_value(self.loaded.describe())
+    def __init__(self, spec: ModelSpec, cache_dir: Path, crops: dict[str, CropSpec], max_pixels: int):
+        self.loaded = load_stage(spec, "detector", cache_dir, assigned_resources())
+        self.model = answered_by(self.loaded)
         self.crops, self.max_pixels = crops, max_pixels
         self.schema = staged_schema(crops)
 
@@ -146,11 +140,10 @@ def _groups(table: pa.Table, column: str, spec: CropSpec) -> list[np.ndarray]:
 class EmbedStage:
     """Embeddings of the face rows' recognizer crops, one session call per batch."""
 
-    def __init__(self, spec: dict, cache_dir: str):
-        self.loaded = load_stage(spec, cache_dir, "recognizer")
-        adapter = self.loaded.adapter
-        self.model = model_value(self.loaded.describe())
-        self.space = EmbeddingSpace(self.loaded.spec.family, self.loaded.digest, self.loaded.spec.variant, adapter.dimension, adapter.metric)
+    def __init__(self, spec: ModelSpec, cache_dir: Path):
+        self.loaded = load_stage(spec, "recognizer", cache_dir, assigned_resources())
+        self.model = answered_by(self.loaded)
+        self.space = embedding_space(self.loaded)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -171,9 +164,9 @@ class EmbedStage:
 class ClassifyStage:
     """Deepfake verdicts of the face rows' classifier crops, one session call per batch."""
 
-    def __init__(self, spec: dict, cache_dir: str):
-        self.loaded = load_stage(spec, cache_dir, "classifier")
-        self.model = model_value(self.loaded.describe())
+    def __init__(self, spec: ModelSpec, cache_dir: Path):
+        self.loaded = load_stage(spec, "deepfake", cache_dir, assigned_resources())
+        self.model = answered_by(self.loaded)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()

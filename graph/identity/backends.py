@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable, Sequence
 
-from deployments.wire import SearchAnswer, SearchRequest
+from graph.core.wire import SearchAnswer, SearchRequest
 from graph.config import StoreSettings
 from graph.identity.index import search_batch
 from graph.identity.store import GalleryStore, Store

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from deployments.wire import SearchAnswer, SearchRequest
+from graph.core.wire import SearchAnswer, SearchRequest
 from graph.identity.ann import FaissConfig, IvfLayer, lists_for
 from graph.identity.store import GalleryError, Store
 from models.embedding import ImpostorModel, Match, Metric, identification_decision, is_match

@@ -44,6 +44,8 @@ INSERT OR IGNORE INTO meta VALUES ('generation', 0), ('erasures', 0);
 # Never the id itself: refusals must not echo what a client sent (it would reach the replica log).
 NO_SUBJECT = "no subject with that id"
 MAX_OFFSET = 2**31 - 1
+# Subjects per page of a listing (the HTTP query and the handle API refuse more).
+MAX_PAGE = 1000
 
 
 class GalleryError(FacegraphError):

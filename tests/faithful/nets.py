@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from models.fixtures import GraphBuilder
+from tests.fixture_models import GraphBuilder
 
 
 class Net(GraphBuilder):

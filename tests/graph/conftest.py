@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from graph.serving import DEFAULT_MODE, local_runtime_env
+from tests.fixture_models import fixture_path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Galleries of the test apps live in a throwaway folder, never in the user's data folder.
@@ -20,15 +21,15 @@ os.environ.setdefault("FACEGRAPH_DATA", tempfile.mkdtemp(prefix="facegraph-test-
 FIXTURE_CONFIG = {
     "name": "facegraph",
     "detector": {
-        "model": {"family": "yolov8-face", "fixture": "square-yolov8-face", "settings": {"score_threshold": 0.3}},
+        "model": {"family": "yolov8-face", "path": fixture_path("square-yolov8-face"), "settings": {"score_threshold": 0.3}},
         "deployment": {"num_cpus": 0.5, "num_gpus": 0.25, "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05}},
     },
     "recognizer": {
-        "model": {"family": "arcface", "fixture": "pooled-arcface"},
+        "model": {"family": "arcface", "path": fixture_path("pooled-arcface")},
         "deployment": {"num_cpus": 0.5, "num_gpus": 0.25, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
     },
     "deepfake": {
-        "model": {"family": "image-classifier", "fixture": "rgb-classifier"},
+        "model": {"family": "image-classifier", "path": fixture_path("rgb-classifier")},
         "deployment": {"num_cpus": 0.5, "num_gpus": 0.5, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
     },
 }

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from models.fixtures import draw_squares
+from tests.fixture_models import draw_squares
 from models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG
 

@@ -13,6 +13,7 @@ from models.embedding import similarities
 from models.geometry import iou
 from models.imaging import encode_jpeg
 from tests.unit.test_imaging import png_header_only
+from tests.fixture_models import fixture_path
 
 DATABASE = Path(tempfile.mkdtemp(prefix="facegraph-batch-gallery-")) / "gallery.sqlite3"
 # The cheapest pack detector (BlazeFace) and the default recognizer, with the demo classifier as the
@@ -20,7 +21,7 @@ DATABASE = Path(tempfile.mkdtemp(prefix="facegraph-batch-gallery-")) / "gallery.
 CONFIG = {
     "name": "facegraph",
     "detector": {"model": {"family": "blazeface", "pack": "blazeface"}, "deployment": {"num_replicas": 1, "num_cpus": 0.5}},
-    "deepfake": {"model": {"family": "image-classifier", "fixture": "rgb-classifier"}, "deployment": {"num_cpus": 0.25}},
+    "deepfake": {"model": {"family": "image-classifier", "path": fixture_path("rgb-classifier")}, "deployment": {"num_cpus": 0.25}},
     "gallery": {"database": str(DATABASE)},
 }
 MARK = "archive-q7z"  # a folder name that must reach no log
@@ -89,7 +90,7 @@ def test_rows_per_face_and_per_faceless_or_bad_picture(first_run, archive):
         assert len(row["embedding"]) == 128 and row["embedding_space"].startswith("dlib-resnet:")
         assert 0 <= row["fake_probability"] <= 1 and row["deepfake_label"] in ("real", "fake")
         assert row["detector_model"]["family"] == "blazeface" and len(row["detector_model"]["digest"]) == 16
-        assert row["recognizer_model"]["digest"] in row["embedding_space"] and row["deepfake_model"]["source"] == "fixture:rgb-classifier"
+        assert row["recognizer_model"]["digest"] in row["embedding_space"] and row["deepfake_model"]["source"] == fixture_path("rgb-classifier")
     assert by_path["alice/a1.jpg"][0]["width"] == 512 and by_path["bob/b1.jpg"][0]["width"] == 632
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from models.imaging import encode_jpeg
 from tests.graph.conftest import free_port, start_ray, stop_ray
+from tests.fixture_models import fixture_path
 
 TIMEOUT = 180
 # MTCNN finds every face of a 10 x 10 tiling of one face; the batch sizes are far below 100.
@@ -17,7 +18,7 @@ ARGS = {
     "name": "facegraph",
     "detector": {"model": {"family": "mtcnn", "pack": "mtcnn"}, "deployment": {"num_cpus": 1, "batching": {"max_batch_size": 2, "batch_wait_timeout_s": 0.0}}},
     "recognizer": {"model": {"family": "dlib-resnet", "pack": "dlib-resnet"}, "deployment": {"num_cpus": 1, "max_ongoing_requests": 32, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.0}}},
-    "deepfake": {"model": {"family": "image-classifier", "fixture": "rgb-classifier"}, "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 32, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.0}}},
+    "deepfake": {"model": {"family": "image-classifier", "path": fixture_path("rgb-classifier")}, "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 32, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.0}}},
     "gallery": {"deployment": {"num_cpus": 0, "max_ongoing_requests": 32, "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.0}}},
     "ingress": {"max_batch_images": 2},
 }

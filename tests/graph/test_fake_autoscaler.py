@@ -88,7 +88,7 @@ def scenario() -> dict:
     from ray import serve
 
     from graph.app import build_app
-    from models.fixtures import draw_squares
+    from tests.fixture_models import draw_squares
     from models.imaging import encode_jpeg
 
     out: dict = {"nodes_before": len(_alive_nodes()), "gpu_before": any(n["Resources"].get("GPU") for n in _alive_nodes())}

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.local_postgres import LocalPostgres
 from graph.serving import DEFAULT_MODE, local_runtime_env
-from models.fixtures import draw_squares
+from tests.fixture_models import draw_squares
 from models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
 

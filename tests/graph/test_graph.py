@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.fixtures import draw_squares, pooled_arcface_reference, rgb_classifier_reference, SQUARE_LANDMARKS
+from tests.fixture_models import SQUARE_LANDMARKS, draw_squares, fixture_path, pooled_arcface_reference, rgb_classifier_reference
 from models.geometry import ARCFACE_TEMPLATE_112, crop_face
 from models.imaging import decode_image, encode_jpeg
 from models.types import CropSpec, Face
@@ -48,7 +48,7 @@ def test_analyze_whole_answer(serve_app):
     assert abs(face["deepfake"]["fake_probability"] - fake) < 1e-3
     assert face["deepfake"]["label"] in ("real", "fake")
     models = body["models"]
-    assert models["detector"]["family"] == "yolov8-face" and models["detector"]["source"] == "fixture:square-yolov8-face"
+    assert models["detector"]["family"] == "yolov8-face" and models["detector"]["source"] == fixture_path("square-yolov8-face")
     assert models["recognizer"]["provider"] == "CPUExecutionProvider"
     assert {"decode", "detect", "recognizer", "deepfake", "total"} <= set(body["timings_ms"])
     assert "degraded" not in body

@@ -2,7 +2,7 @@
 
 import httpx
 
-from models.fixtures import draw_squares
+from tests.fixture_models import draw_squares
 from models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from graph.serving import DEFAULT_MODE, local_runtime_env
-from models.fixtures import draw_squares
+from tests.fixture_models import draw_squares
 from models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
 

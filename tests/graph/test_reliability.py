@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.fixtures import draw_squares
+from tests.fixture_models import draw_squares, fixture_path
 from models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG
 
@@ -26,7 +26,7 @@ CONFIG["detector"]["deployment"].update(
     health_check_period_s=1,
     health_check_timeout_s=5,
 )
-CONFIG["deepfake"]["model"] = {"family": "image-classifier", "fixture": "brittle-classifier"}
+CONFIG["deepfake"]["model"] = {"family": "image-classifier", "path": fixture_path("brittle-classifier")}
 CONFIG["ingress"] = {"max_body_bytes": 3_000_000, "max_pixels": 20_000_000, "max_batch_images": 3}
 HTTP_OPTIONS = {"request_timeout_s": 20}
 TIMEOUT = 30

@@ -20,6 +20,7 @@ import pytest
 
 from graph.webui import CSP
 from models.imaging import encode_jpeg
+from tests.fixture_models import fixture_path
 
 KEY = "ui-test-key"
 PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "photos"
@@ -39,7 +40,7 @@ def CONFIG(tmp_path_factory):
     # show, a gallery of this module's own, and an API key the page must carry on every call.
     return {
         "name": "facegraph",
-        "deepfake": {"model": {"family": "image-classifier", "fixture": "rgb-classifier"}, "deployment": {"num_cpus": 0.25}},
+        "deepfake": {"model": {"family": "image-classifier", "path": fixture_path("rgb-classifier")}, "deployment": {"num_cpus": 0.25}},
         "gallery": {"database": str(tmp_path_factory.mktemp("ui-gallery") / "gallery.sqlite3")},
         "ingress": {"api_keys": [KEY]},
     }

@@ -13,6 +13,7 @@ from PIL import Image
 from graph.config import load_serve_config
 from tests.faithful.home import reference_pictures
 from tests.faithful.yunet import yunet
+from tests.fixture_models import fixture_path
 
 
 def CONFIG(tmp_path_factory) -> dict:
@@ -22,7 +23,7 @@ def CONFIG(tmp_path_factory) -> dict:
     model.write_bytes(yunet())
     args = {
         "detector": {"model": {"family": "yunet", "path": str(model)}, "deployment": {"num_cpus": 0.5}},
-        "recognizer": {"model": {"family": "arcface", "fixture": "pooled-arcface"}, "deployment": {"num_cpus": 0.5}},
+        "recognizer": {"model": {"family": "arcface", "path": fixture_path("pooled-arcface")}, "deployment": {"num_cpus": 0.5}},
         "deepfake": None,
         "gallery": None,
     }

@@ -192,7 +192,7 @@ def test_a_channels_last_export_gives_the_same_faces(blazeface_models, detector)
 
 
 def test_other_models_are_refused_with_the_layouts_that_fit(blazeface_sessions):
-    from models.fixtures import build_fixture
+    from tests.fixture_models import build_fixture
 
     files, _ = build_fixture("square-yolov8-face")
     session, _ = create_session(files["model"], RuntimeOptions(device="cpu"))

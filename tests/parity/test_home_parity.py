@@ -20,6 +20,7 @@ from models.geometry import crop_face
 from models.registry import ModelSpec, load_model
 from tests.faithful.home import DETECTORS, PHOTO_NAMES, PHOTOS, RECOGNIZERS, SHUFFLED, reference_pictures
 from tests.faithful.yunet import yunet
+from tests.fixture_models import fixture_path
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "insightface_reference.npz"
 PICTURES = ["astronaut"] + [
@@ -150,8 +151,8 @@ def test_yunet_answers_like_face_detector_yn(tmp_path, pictures, picture, settin
 def test_misfits_fail_when_the_config_is_validated(tmp_path):
     no_kps = tmp_path / "det_500m.onnx"
     no_kps.write_bytes(DETECTORS["no_kps"]())
-    recognizer = {"model": {"family": "arcface", "fixture": "pooled-arcface"}}
-    for detector in ({"family": "scrfd", "path": str(no_kps)}, {"family": "yolov10", "fixture": "square-yolov10"}):
+    recognizer = {"model": {"family": "arcface", "path": fixture_path("pooled-arcface")}}
+    for detector in ({"family": "scrfd", "path": str(no_kps)}, {"family": "yolov10", "path": fixture_path("square-yolov10")}):
         with pytest.raises(ValueError, match=rf"recognizer 'arcface' .* and detector '{detector['family']}' .* gives none"):
             FacegraphConfig.model_validate({"detector": {"model": detector}, "recognizer": recognizer})
         FacegraphConfig.model_validate({"detector": {"model": detector}, "recognizer": {**recognizer, "box_crops": True}})
@@ -162,7 +163,7 @@ def test_misfits_fail_when_the_config_is_validated(tmp_path):
 
 def test_unknown_family_lists_that_roles_families():
     with pytest.raises(ValueError) as err:
-        FacegraphConfig.model_validate({"detector": {"model": {"family": "retinaface", "fixture": "square-scrfd"}}})
+        FacegraphConfig.model_validate({"detector": {"model": {"family": "retinaface", "path": fixture_path("square-scrfd")}}})
     known = str(err.value).split("known: ")[1].split("\n")[0]
     assert "yunet" in known and "scrfd" in known and "arcface" not in known and "dlib-resnet" not in known
 

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graph.cli import main
 from models import optimize as opt
-from models.fixtures import RGB_CLASSIFIER, pooled_arcface, rgb_classifier, write_hf_classifier
+from tests.fixture_models import RGB_CLASSIFIER, pooled_arcface, rgb_classifier, write_hf_classifier
 from models.geometry import iou
 from models.pack.build import sha256_of
 from models.registry import ModelSpec, load_model, pack_file, variant_manifest

@@ -11,11 +11,11 @@ import pytest
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from deployments.wire import Embeddings, Verdicts
-from graph.analysis import Analysis, Options
+from graph.core.wire import Embeddings, Verdicts
+from graph.core.analysis import Analysis, Options
 from graph.config import GalleryConfig
 from graph.errors import ApiError, as_api_error
-from graph.identities import Identities
+from graph.core.identities import Identities
 from graph.status import ServeStatus
 from models.embedding import Decision, EmbeddingSpace, Match
 from models.errors import FacegraphError, ModelLoadError
@@ -114,9 +114,9 @@ def test_no_face_runs_no_branch_and_a_detector_refusal_is_the_answer():
 
         return DetectReply(error=StageError("invalid_image", "not an image"))
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(FacegraphError) as err:  # the core's refusal, which the boundary answers with its status
         run(Analysis(Handle(detect=refuse), rec, None).analyze(b"x", Options()))
-    assert (err.value.code, err.value.status) == ("invalid_image", 400)
+    assert (err.value.code, as_api_error(err.value).status) == ("invalid_image", 400)
 
 
 def test_crop_specs_are_asked_again_after_their_ttl():
@@ -155,9 +155,9 @@ def test_verify_refuses_to_compare_vectors_of_two_spaces():
 
     rec = Handle(embed=embed, crop_spec=lambda: SPEC)
     identities = Identities(Analysis(detector(1), rec, None), Handle(), GalleryConfig())
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(FacegraphError) as err:
         run(identities.verify(b"a", b"b"))
-    assert (err.value.code, err.value.status) == ("space_changed", 503)
+    assert (err.value.code, as_api_error(err.value).status) == ("space_changed", 503)
 
 
 def _wrapped(cause: BaseException) -> RayTaskError:

@@ -8,6 +8,7 @@ from graph.batch.enroll import enroll_status, subject_of
 from graph.batch.job import pool_options
 from graph.batch.sources import list_pictures
 from graph.config import DeploymentConfig
+from tests.fixture_models import fixture_path
 
 
 def test_a_folder_is_walked_recursively_without_hidden_files(tmp_path):
@@ -59,19 +60,19 @@ def stages(tmp_path_factory):
     config = FacegraphConfig.model_validate(
         {
             "model_cache": str(tmp_path_factory.mktemp("cache")),
-            "detector": {"model": {"family": "scrfd", "fixture": "square-scrfd", "device": "cpu", "settings": {"score_threshold": 0.3}}},
-            "recognizer": {"model": {"family": "arcface", "fixture": "pooled-arcface", "device": "cpu"}},
-            "deepfake": {"model": {"family": "image-classifier", "fixture": "rgb-classifier", "device": "cpu"}},
+            "detector": {"model": {"family": "scrfd", "path": fixture_path("square-scrfd"), "device": "cpu", "settings": {"score_threshold": 0.3}}},
+            "recognizer": {"model": {"family": "arcface", "path": fixture_path("pooled-arcface"), "device": "cpu"}},
+            "deepfake": {"model": {"family": "image-classifier", "path": fixture_path("rgb-classifier"), "device": "cpu"}},
         }
     )
-    cache = str(config.cache_dir())
-    detect = DetectStage(config.detector.model.model_dump(), cache, crop_specs(config), 4_000_000)
-    return [detect, EmbedStage(config.recognizer.model.model_dump(), cache), ClassifyStage(config.deepfake.model.model_dump(), cache)]
+    cache = config.cache_dir()
+    detect = DetectStage(config.detector.model, cache, crop_specs(config), 4_000_000)
+    return [detect, EmbedStage(config.recognizer.model, cache), ClassifyStage(config.deepfake.model, cache)]
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from models.fixtures import draw_squares
+    from tests.fixture_models import draw_squares
     from models.imaging import encode_jpeg
     from tests.unit.test_imaging import png_header_only
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from graph.config import DeploymentConfig, FacegraphConfig, load_serve_config
+from tests.fixture_models import fixture_path
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 SERVE_CONFIGS = sorted(p for p in CLUSTER.glob("*.yaml") if "applications" in (yaml.safe_load(p.read_text()) or {}))
@@ -43,19 +44,19 @@ def test_unknown_keys_and_wrong_roles_are_refused():
     with pytest.raises(ValidationError, match="extra"):
         FacegraphConfig.model_validate({"detectr": {}})
     with pytest.raises(ValidationError, match="unknown detector family 'arcface'"):
-        FacegraphConfig.model_validate({"detector": {"model": {"family": "arcface", "fixture": "pooled-arcface"}}})
+        FacegraphConfig.model_validate({"detector": {"model": {"family": "arcface", "path": fixture_path("pooled-arcface")}}})
 
 
 def test_a_recognizer_that_cannot_align_on_the_detectors_points_is_refused(monkeypatch):
     from models.blazeface import BlazeFace
 
-    both = {"detector": {"model": {"family": "blazeface", "pack": "blazeface"}}, "recognizer": {"model": {"family": "arcface", "fixture": "pooled-arcface"}}}
+    both = {"detector": {"model": {"family": "blazeface", "pack": "blazeface"}}, "recognizer": {"model": {"family": "arcface", "path": fixture_path("pooled-arcface")}}}
     FacegraphConfig.model_validate(both)  # eyes, nose and mouth centre: ArcFace's template has them
     monkeypatch.setattr(BlazeFace, "landmarks", ("nose", "mouth_center"))
     with pytest.raises(ValidationError, match="recognizer 'arcface' .* and detector 'blazeface' .* do not fit: .*both eyes"):
         FacegraphConfig.model_validate(both)
     # Box crops (a deepfake classifier) need no landmarks.
-    FacegraphConfig.model_validate({**both, "recognizer": None, "deepfake": {"model": {"family": "image-classifier", "fixture": "rgb-classifier"}}})
+    FacegraphConfig.model_validate({**both, "recognizer": None, "deepfake": {"model": {"family": "image-classifier", "path": fixture_path("rgb-classifier")}}})
 
 
 def test_autoscaling_replaces_a_fixed_replica_count():

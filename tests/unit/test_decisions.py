@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployments.wire import SearchRequest
+from graph.core.wire import SearchRequest
 from graph.config import FaissConfig
 from graph.identity.index import MIN_IMPOSTOR_SUBJECTS, GalleryIndex, search_batch
 from models.dlib_resnet import IMPOSTORS

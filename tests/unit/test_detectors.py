@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.errors import SignatureError, UnknownFamilyError
-from models.fixtures import SQUARE_LANDMARKS, draw_squares
+from tests.fixture_models import SQUARE_LANDMARKS, draw_squares, fixture_path
 from models.registry import ModelSpec, family_class, load_model
 
 FAMILIES = [("yolov8-face", "square-yolov8-face"), ("scrfd", "square-scrfd"), ("yolov10", "square-yolov10")]
@@ -22,7 +22,7 @@ CASES = [
 @pytest.fixture(scope="module", params=FAMILIES, ids=[f for f, _ in FAMILIES])
 def detector(request):
     family, fixture = request.param
-    return load_model(ModelSpec(family=family, fixture=fixture, device="cpu", settings={"score_threshold": 0.3})).adapter
+    return load_model(ModelSpec(family=family, path=fixture_path(fixture), device="cpu", settings={"score_threshold": 0.3})).adapter
 
 
 @pytest.mark.parametrize("width,height,square", CASES)
@@ -63,21 +63,21 @@ def test_empty_batch_and_blank_image(detector):
 def test_several_faces_best_first_and_max_faces(family, fixture):
     squares = [(100, 100, 200, 200), (600, 300, 680, 380), (1000, 500, 1100, 620)]
     image = draw_squares(1280, 720, squares)
-    adapter = load_model(ModelSpec(family=family, fixture=fixture, device="cpu", settings={"score_threshold": 0.3})).adapter
+    adapter = load_model(ModelSpec(family=family, path=fixture_path(fixture), device="cpu", settings={"score_threshold": 0.3})).adapter
     (faces,) = adapter.detect([image])
     assert len(faces) == 3
     assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
     for square in squares:
         assert min(np.abs(np.asarray(f.bbox) - square).max() for f in faces) <= 2.0
     capped = load_model(
-        ModelSpec(family=family, fixture=fixture, device="cpu", settings={"score_threshold": 0.3, "max_faces": 2})
+        ModelSpec(family=family, path=fixture_path(fixture), device="cpu", settings={"score_threshold": 0.3, "max_faces": 2})
     ).adapter
     assert len(capped.detect([image])[0]) == 2
 
 
 def test_wrong_model_for_family_names_expected_and_found():
     with pytest.raises(SignatureError) as err:
-        load_model(ModelSpec(family="yolov8-face", fixture="pooled-arcface", device="cpu"))
+        load_model(ModelSpec(family="yolov8-face", path=fixture_path("pooled-arcface"), device="cpu"))
     message = str(err.value)
     assert "yolov8-face" in message and "Expected" in message and "Found inputs: input.1[None, 3, 112, 112]" in message
 
@@ -89,4 +89,4 @@ def test_unknown_family_lists_known_ones():
 
 def test_settings_typos_are_refused():
     with pytest.raises(Exception, match="score_treshold"):
-        load_model(ModelSpec(family="scrfd", fixture="square-scrfd", device="cpu", settings={"score_treshold": 0.3}))
+        load_model(ModelSpec(family="scrfd", path=fixture_path("square-scrfd"), device="cpu", settings={"score_treshold": 0.3}))

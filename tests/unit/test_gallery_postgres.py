@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from benchmarks.local_postgres import LocalPostgres
-from deployments.wire import SearchRequest
+from graph.core.wire import SearchRequest
 from graph.config import ENV_GALLERY_DSN, FacegraphConfig, PgvectorIndex
 from graph.identity.index import GalleryIndex, search_batch
 from graph.identity.postgres import SCHEMA_VERSION, PostgresStore, connect, index_name, migrate
@@ -226,3 +226,30 @@ def test_the_dsn_never_shows(server, monkeypatch):
     monkeypatch.delenv(ENV_GALLERY_DSN)
     with pytest.raises(ValueError, match=ENV_GALLERY_DSN):
         FacegraphConfig.model_validate({"gallery": {"backend": "postgres"}}).gallery_store()
+
+
+def test_enroll_by_folder_writes_to_the_postgres_gallery_the_config_names(dsn, tmp_path):
+    """``facegraph batch --enroll-by-folder`` with ``gallery.backend: postgres``: the faces land in PostgreSQL, no SQLite file appears."""
+    import pyarrow as pa
+
+    from graph.batch.enroll import EnrollStage
+    from graph.batch.rows import OUTPUT
+
+    sqlite_file = tmp_path / "would-be-gallery.sqlite3"
+    config = FacegraphConfig.model_validate({"gallery": {"backend": "postgres", "dsn": dsn, "database": str(sqlite_file)}})
+    vector = np.random.default_rng(3).normal(size=128).astype(np.float32)
+    face = {"status": "face", "faces": 1, "embedding": vector.tolist(), "embedding_space": SPACE}
+    rows = [
+        {**face, "path": "/archive/Ada/1.jpg"},
+        {**face, "path": "/archive/Ada/2.jpg"},
+        {"path": "/archive/Bob/1.jpg", "status": "no_face", "faces": 0},
+    ]
+    out = EnrollStage(config)(pa.Table.from_pylist(rows, schema=OUTPUT)).to_pylist()
+    assert [r["enroll_status"] for r in out] == ["enrolled", "enrolled", "no_face"]
+    store = PostgresStore(dsn)
+    try:
+        (ada,) = store.list_subjects(10, 0)["subjects"]
+        assert ada["name"] == "Ada" and ada["id"] == out[0]["subject_id"] and store.space_counts() == {SPACE: 2}
+    finally:
+        store.close()
+    assert not sqlite_file.exists()

@@ -27,12 +27,15 @@ def test_optimize_takes_the_pack_paths_that_models_list_prints(tmp_path):
 def test_commands_name_the_extra_they_need_when_it_is_missing(monkeypatch):
     import pytest
 
-    from benchmarks import cli
+    from models import extras
 
-    monkeypatch.setattr(cli, "BENCH_MODULES", ("skimage", "no_such_module_fg"))
+    monkeypatch.setitem(extras.EXTRAS, "bench", ("skimage", "no_such_module_fg"))
+    monkeypatch.setitem(extras.EXTRAS, "convert", ("no_such_converter_fg",))
     with pytest.raises(SystemExit) as stop:
-        cli.require_bench_extra("facegraph optimize")
-    assert "no_such_module_fg" in str(stop.value) and "facegraph[bench]" in str(stop.value)
+        extras.require("facegraph optimize", "convert", "bench")
+    assert "no_such_module_fg" in str(stop.value) and "no_such_converter_fg" in str(stop.value)
+    assert "facegraph[convert,bench]" in str(stop.value)
+    extras.require("facegraph serve")  # no extra: nothing to say
 
 
 # The files a Hugging Face / transformers.js export of a classifier ships, by variant.
@@ -42,7 +45,7 @@ HF_VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "mo
 def test_a_hugging_face_folder_with_all_five_files_loads_each_variant_by_name(tmp_path):
     import onnx
 
-    from models.fixtures import rgb_classifier, write_hf_classifier
+    from tests.fixture_models import rgb_classifier, write_hf_classifier
     from models.registry import ModelSpec, load_model
 
     write_hf_classifier(tmp_path)
@@ -60,7 +63,7 @@ def test_a_hugging_face_folder_with_all_five_files_loads_each_variant_by_name(tm
 
 
 def test_every_method_is_described_and_has_a_hugging_face_file_name(tmp_path):
-    from models.fixtures import write_hf_classifier
+    from tests.fixture_models import write_hf_classifier
     from models.optimize import resolve
     from models.optimize.floors import DESCRIPTIONS, FOUR_BIT_METHODS
 

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from models.errors import ModelLoadError
-from models.fixtures import RGB_CLASSIFIER, build_fixture, pooled_arcface_reference, rgb_classifier_reference, write_hf_classifier
+from tests.fixture_models import RGB_CLASSIFIER, build_fixture, pooled_arcface_reference, rgb_classifier_reference, write_hf_classifier, fixture_path
 from models.geometry import ARCFACE_TEMPLATE_112
 from models.registry import ModelSpec, load_model
 
@@ -15,7 +15,7 @@ def crops(n, size, seed=0):
 
 
 def test_arcface_embeds_as_the_reference_and_normalises():
-    model = load_model(ModelSpec(family="arcface", fixture="pooled-arcface", device="cpu"))
+    model = load_model(ModelSpec(family="arcface", path=fixture_path("pooled-arcface"), device="cpu"))
     adapter = model.adapter
     batch = crops(7, (112, 112))
     emb = adapter.embed(batch)
@@ -33,7 +33,7 @@ def test_arcface_embeds_as_the_reference_and_normalises():
 
 
 def test_classifier_probability_is_the_known_function_of_the_pixels():
-    adapter = load_model(ModelSpec(family="image-classifier", fixture="rgb-classifier", device="cpu")).adapter
+    adapter = load_model(ModelSpec(family="image-classifier", path=fixture_path("rgb-classifier"), device="cpu")).adapter
     batch = crops(6, (64, 64))
     red = np.zeros((64, 64, 3), np.uint8)
     red[..., 0] = 255

@@ -3,9 +3,10 @@ import pytest
 
 import models.runtime as runtime
 from models.errors import ModelLoadError, ProviderUnavailableError
-from models.fixtures import identity_model
+from models.doctor import identity_model
 from models.gpu import GpuInfo
 from models.runtime import CPU, CUDA, RuntimeOptions, create_session
+from tests.fixture_models import fixture_path
 
 
 def test_cpu_policy_reports_cpu_and_no_fallback():
@@ -97,6 +98,6 @@ def test_cpu_memory_arena_follows_the_option(arena):
 def test_explicit_intra_op_threads_override_the_cpu_share():
     from models.registry import ModelSpec, load_model
 
-    spec = ModelSpec(family="arcface", fixture="pooled-arcface", device="cpu", intra_op_threads=2)
+    spec = ModelSpec(family="arcface", path=fixture_path("pooled-arcface"), device="cpu", intra_op_threads=2)
     assert load_model(spec, cpu_threads=1).describe()["intra_op_threads"] == 2
     assert load_model(spec.model_copy(update={"intra_op_threads": None}), cpu_threads=1).describe()["intra_op_threads"] == 1

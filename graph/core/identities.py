@@ -13,24 +13,33 @@ import time
 
 import numpy as np
 
-from deployments.wire import Embeddings, SearchAnswer, SearchRequest
-from graph.analysis import Analysis
+from graph.core.wire import Embeddings, SearchAnswer, SearchRequest
+from graph.core.analysis import Analysis
 from graph.config import GalleryConfig
-from graph.errors import ApiError
-from graph.identity.store import MAX_OFFSET
+from graph.identity.store import MAX_OFFSET, MAX_PAGE
 from models.embedding import Decision, Match, compare, is_match
+from models.errors import FacegraphError
+
+
+def below_eye_floor(eye_distance: float | None, floor: float | None) -> bool:
+    """The eye-distance floor (``gallery.min_eye_distance_px``): too small a face to claim or enroll an identity.
+
+    A face without eye landmarks is not judged. The service (identify, enroll) and the bulk job
+    (``--enroll-by-folder``) both ask this.
+    """
+    return floor is not None and eye_distance is not None and eye_distance < floor
 
 
 def one_face(faces: tuple, index: int | None, which: str = "the picture") -> int:
     """The face to use: the only one, or the one named by ``index``; refuses otherwise."""
     if index is not None:
         if index >= len(faces):
-            raise ApiError(f"{which} has {len(faces)} face(s); face index {index} does not exist", "face_not_found")
+            raise FacegraphError(f"{which} has {len(faces)} face(s); face index {index} does not exist", "face_not_found")
         return index
     if not faces:
-        raise ApiError(f"no face was found in {which}", "no_face")
+        raise FacegraphError(f"no face was found in {which}", "no_face")
     if len(faces) > 1:
-        raise ApiError(f"{which} holds {len(faces)} faces; say which with a face index (0 is the best scored)", "several_faces")
+        raise FacegraphError(f"{which} holds {len(faces)} faces; say which with a face index (0 is the best scored)", "several_faces")
     return 0
 
 
@@ -66,19 +75,17 @@ class Identities:
         return out, answer.decision
 
     def low_quality(self, face) -> bool:
-        """Eyes closer than the floor (a face without eye landmarks is not judged)."""
-        floor, eyes = self.config.min_eye_distance_px, face.eye_distance
-        return floor is not None and eyes is not None and eyes < floor
+        return below_eye_floor(face.eye_distance, self.config.min_eye_distance_px)
 
     async def create_subject(self, name: str, metadata: dict) -> dict:
         size = len(json.dumps(metadata, separators=(",", ":")))
         if size > self.config.max_metadata_bytes:
-            raise ApiError(f"metadata is {size} bytes; the limit is {self.config.max_metadata_bytes}", "metadata_too_large")
+            raise FacegraphError(f"metadata is {size} bytes; the limit is {self.config.max_metadata_bytes}", "metadata_too_large")
         return await self.gallery.create_subject.remote(name, metadata)
 
     async def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
-        if not (1 <= limit <= 1000 and 0 <= offset <= MAX_OFFSET):
-            raise ApiError(f"limit must be 1 to 1000 and offset 0 to {MAX_OFFSET}", "invalid_query")
+        if not (1 <= limit <= MAX_PAGE and 0 <= offset <= MAX_OFFSET):
+            raise FacegraphError(f"limit must be 1 to {MAX_PAGE} and offset 0 to {MAX_OFFSET}", "invalid_query")
         return await self.gallery.list_subjects.remote(limit, offset)
 
     async def get_subject(self, subject_id: str) -> dict:
@@ -93,7 +100,7 @@ class Identities:
         reply, embedded = await self.analysis.embedded_faces(image, max_faces, min_score)
         chosen = one_face(reply.faces, face_index)
         if self.low_quality(reply.faces[chosen]):
-            raise ApiError(
+            raise FacegraphError(
                 f"the face is too small to enroll: its eyes are {reply.faces[chosen].eye_distance:.1f} px apart and the floor is "
                 f"{self.config.min_eye_distance_px:g} px (gallery.min_eye_distance_px); send a larger picture of it",
                 "low_quality",
@@ -127,7 +134,7 @@ class Identities:
 
     async def verify(self, image_a, image_b=None, *, subject_id: str | None = None, face_a: int | None = None, face_b: int | None = None) -> dict:
         if (image_b is None) == (subject_id is None):
-            raise ApiError("give either a second picture or a subject id", "invalid_request")
+            raise FacegraphError("give either a second picture or a subject id", "invalid_request")
         if subject_id is not None:
             await self.gallery.get_subject.remote(subject_id)
             reply, embedded = await self.analysis.embedded_faces(image_a)
@@ -143,7 +150,7 @@ class Identities:
             chosen = one_face(reply.faces, face_a, "the first picture")
             chosen_b = one_face(reply_b.faces, face_b, "the second picture")
             if embedded.space != embedded_b.space:  # two recognizers answered during a rolling update
-                raise ApiError("the recognizer is being replaced; retry shortly", "space_changed")
+                raise FacegraphError("the recognizer is being replaced; retry shortly", "space_changed")
             distance, similarity = compare(embedded.vectors[chosen], embedded_b.vectors[chosen_b], embedded.space.metric)
             other = {"face": reply_b.faces[chosen_b].to_json()}
         return {

@@ -17,78 +17,33 @@ ground truth rather than shapes alone.
 * ``rgb-classifier`` scores "fake" as ``sigmoid(4 * (mean R - mean B))`` of the
   normalised input (:func:`rgb_classifier_reference`).
 
-It runs past 300 lines on purpose: every fixture is built with the same small graph
-helper, and tests and configs name them by string from this one registry.
+Test configs name them by path: :func:`fixture_path` writes each once into a folder of its own
+(a model file, or a Hugging Face folder for the classifiers), where Serve replicas and Ray Data
+actors load it as they would a user's model. They are test code: nothing the product installs
+can reach them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-OPSET = [helper.make_opsetid("", 18)]
+from models.demo import RGB_CLASSIFIER, rgb_classifier, write_hf_classifier
+from models.onnx_graph import GraphBuilder
+
 SIZE = 640
 STRIDES = (8, 16, 32)
 # Landmarks as fractions of the box: eyes, nose, mouth corners.
 SQUARE_LANDMARKS = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]], np.float32)
 POOLED_ARCFACE_DIM = 32
-RGB_CLASSIFIER = {
-    "size": [64, 64],
-    "mean": [0.4, 0.5, 0.6],
-    "std": [0.2, 0.25, 0.3],
-    "labels": ["real", "fake"],
-}
 
-
-class GraphBuilder:
-    """A tiny ONNX builder so graphs read as arithmetic: numbered names, constants, one node per call.
-
-    The class attributes name what a serialized model carries; subclasses that build other
-    families of test models set their own (their files' bytes depend on them).
-    """
-
-    const_prefix = "c"
-    graph_name = "fixture"
-    producer = "facegraph-fixtures"
-    opset = OPSET
-
-    def __init__(self):
-        self.nodes: list = []
-        self.inits: list = []
-        self.n = 0
-
-    def name(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}_{self.n}"
-
-    def const(self, value, dtype=np.float32) -> str:
-        name = self.name(self.const_prefix)
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, node_name: str | None = None, **attrs) -> str:
-        out = self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=node_name, **attrs))
-        return out
-
-    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
-        outs = [self.name(op_type.lower()) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
-        return outs
-
-    def model(self, inputs, outputs, renames: dict[str, str], metadata: dict[str, str] | None = None) -> bytes:
-        for src, dst in renames.items():
-            self.nodes.append(helper.make_node("Identity", [src], [dst]))
-        graph = helper.make_graph(self.nodes, self.graph_name, inputs, outputs, self.inits)
-        model = helper.make_model(graph, opset_imports=self.opset, producer_name=self.producer)
-        model.ir_version = 8
-        for key, value in (metadata or {}).items():
-            model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-        onnx.checker.check_model(model)
-        return model.SerializeToString()
 
 
 def _square_fields(g: GraphBuilder, grey: str, stride: int) -> dict[str, str]:
@@ -294,18 +249,6 @@ def pooled_arcface_reference(crops: np.ndarray) -> np.ndarray:
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
-def rgb_classifier() -> bytes:
-    g = GraphBuilder()
-    means = g.op("ReduceMean", "pixel_values", g.const([2, 3], np.int64), keepdims=0)  # (N, 3)
-    fake = g.op("Mul", g.op("MatMul", means, g.const([[1.0], [0.0], [-1.0]])), g.const(4.0))
-    logits = g.op("Concat", g.op("Mul", fake, g.const(0.0)), fake, axis=1)
-    size = RGB_CLASSIFIER["size"]
-    return g.model(
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, size[1], size[0]])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
-        {logits: "logits"},
-    )
-
 
 def rgb_classifier_reference(crops: np.ndarray) -> np.ndarray:
     """Fake probability ``rgb-classifier`` gives (N, 64, 64, 3) uint8 RGB crops."""
@@ -331,16 +274,6 @@ def brittle_classifier() -> bytes:
     )
 
 
-def identity_model() -> bytes:
-    """The smallest useful model: y = x + 1 on (N, 4) float32, to prove a provider runs."""
-    g = GraphBuilder()
-    out = g.op("Add", "x", g.const(np.ones(4, np.float32)))
-    return g.model(
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        {out: "y"},
-    )
-
 
 _FIXTURES = {
     "square-yolov8-face": lambda: ({"model": square_yolov8_face()}, {}),
@@ -359,38 +292,47 @@ def _cached(name: str):
 
 def build_fixture(name: str) -> tuple[dict[str, bytes], dict]:
     """Serialized models and family resources for a fixture name."""
-    from models.errors import ModelLoadError
-
     if name not in _FIXTURES:
-        raise ModelLoadError(f"unknown fixture '{name}'; known: {', '.join(sorted(_FIXTURES))}")
+        raise KeyError(f"unknown fixture '{name}'; known: {', '.join(sorted(_FIXTURES))}")
     files, resources = _cached(name)
     return dict(files), {k: (dict(v) if isinstance(v, dict) else v) for k, v in resources.items()}
 
 
-def write_hf_classifier(folder, labels: tuple[str, str] = ("real", "fake")) -> None:
-    """Write ``rgb-classifier`` as a Hugging Face export folder (a demo of plugging in a classifier)."""
-    import json
-    from pathlib import Path
+# The classifiers carry their preprocessing in a Hugging Face folder, as users' exports do.
+_FOLDERS = {"rgb-classifier", "brittle-classifier"}
 
-    folder = Path(folder)
-    (folder / "onnx").mkdir(parents=True, exist_ok=True)
-    (folder / "onnx" / "model.onnx").write_bytes(rgb_classifier())
-    (folder / "config.json").write_text(json.dumps({"id2label": {str(i): label for i, label in enumerate(labels)}}, indent=1))
-    size = RGB_CLASSIFIER["size"]
-    (folder / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "do_resize": True,
-                "size": {"height": size[1], "width": size[0]},
-                "do_rescale": True,
-                "rescale_factor": 1 / 255,
-                "do_normalize": True,
-                "image_mean": RGB_CLASSIFIER["mean"],
-                "image_std": RGB_CLASSIFIER["std"],
-            },
-            indent=1,
-        )
-    )
+
+def fixture_path(name: str) -> str:
+    """A fixture as a model path for a config: written once per content, safe for concurrent writers."""
+    (files, _) = build_fixture(name)
+    model = files["model"]
+    root = Path(os.environ.get("FACEGRAPH_TEST_FIXTURES") or Path(tempfile.gettempdir()) / f"facegraph-fixtures-{os.getuid()}")
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{name}-{hashlib.sha256(model).hexdigest()[:12]}"
+    if name in _FOLDERS:
+        if not (target / "onnx" / "model.onnx").is_file():
+            staging = Path(tempfile.mkdtemp(dir=root))
+            write_hf_classifier(staging, tuple(RGB_CLASSIFIER["labels"]), model)
+            _publish(staging, target)
+        return str(target)
+    target = target.with_suffix(".onnx")
+    if not target.is_file():
+        handle, staging = tempfile.mkstemp(dir=root, suffix=".part")
+        os.close(handle)
+        Path(staging).write_bytes(model)
+        _publish(Path(staging), target)
+    return str(target)
+
+
+def _publish(staging: Path, target: Path) -> None:
+    try:
+        staging.rename(target)
+    except OSError:  # another process published the same content first
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
+
 
 
 def draw_squares(width: int, height: int, boxes, seed: int = 0) -> np.ndarray:
