@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED=0
 # The exact releases the suite last passed with (see README, "Dependency policy"); `make constraints`
 # resolves them afresh, on purpose. CONSTRAINTS= installs without them.
 CONSTRAINTS ?= constraints.txt
-EXTRAS := test,bench
+EXTRAS := test,bench,convert
 
 .PHONY: serve test install constraints
 
@@ -34,10 +34,12 @@ serve: install
 	$(VENV)/bin/facegraph models build
 	$(VENV)/bin/facegraph serve $(ARGS)
 
-# Tests start Ray: run them in private network and PID namespaces with only loopback.
+# The import contracts of pyproject.toml first (README, Layout). Tests start Ray: run them in private
+# network and PID namespaces with only loopback.
 # The default model pack is built first (its one download needs the network), and the PostgreSQL
 # gallery's test server (Debian's PostgreSQL with pgvector) installed when missing.
 test: install
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/facegraph models build
 	bash tests/install-pgvector.sh
 	unshare -n -p -f --mount-proc sh -c 'ip link set lo up && exec $(PY) -m pytest -q $(PYTEST_ARGS)'

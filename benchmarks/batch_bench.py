@@ -194,9 +194,9 @@ def run(config: FacegraphConfig, out_dir: Path, copies: int, photos: Path | None
 
 
 def main(args) -> int:
-    from benchmarks.cli import require_bench_extra
+    from models.extras import require
 
-    require_bench_extra("facegraph bench-batch")
+    require("facegraph bench-batch", "bench")
     try:
         machine.require_loopback_only()
     except machine.NetworkNotIsolatedError as exc:

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-import importlib.util
-
 from benchmarks.machine import NAMESPACE_HINT
-
-# What the benchmarks need beyond a serving install: ``pip install 'facegraph[bench]'``.
-BENCH_MODULES = ("matplotlib", "aiohttp", "uvicorn", "skimage")
-
-
-def missing_bench_modules() -> list[str]:
-    return [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
-
-
-def require_bench_extra(command: str) -> None:
-    missing = missing_bench_modules()
-    if missing:
-        raise SystemExit(f"{command} needs the bench extra ({', '.join(missing)} missing): pip install 'facegraph[bench]' (or -e '.[bench]' in a clone)")
+from models.extras import require
 
 
 def _bench(args) -> int:
-    require_bench_extra("facegraph bench")
+    require("facegraph bench", "bench")
     from benchmarks.run import main
 
     return main(args)
@@ -40,6 +26,7 @@ def serving_modes(text: str) -> tuple[str, ...]:
 
 
 def add_bench_parser(sub) -> argparse.ArgumentParser:
+    """The benchmark commands, added to ``facegraph``'s through the ``facegraph.commands`` entry point."""
     bench = sub.add_parser(
         "bench",
         help="measure the graph against in-process ONNX Runtime and a service-per-model chain",

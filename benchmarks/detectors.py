@@ -433,10 +433,10 @@ def curve_table(result: dict) -> list[list]:
 
 def main(args) -> int:
     """``facegraph bench-detectors``."""
-    from benchmarks.cli import require_bench_extra
+    from models.extras import require
     from benchmarks.report import _table
 
-    require_bench_extra("facegraph bench-detectors")
+    require("facegraph bench-detectors", "bench")
 
     result = bench_detectors(Path(args.photos) if args.photos else None, quick=args.quick)
     if args.out:
