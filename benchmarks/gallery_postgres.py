@@ -108,7 +108,7 @@ def measure(pg: LocalPostgres, faces: int, args, rng: np.random.Generator) -> di
     return result
 
 
-def _copy_gallery(store: PostgresStore, rng: np.random.Generator, identities: int) -> tuple[np.ndarray, list[np.ndarray], list, float]:
+def _copy_gallery(store: PostgresStore, rng: np.random.Generator, identities: int) -> tuple[np.ndarray, list[np.ndarray], list[str], float]:
     """COPY ``identities`` random centres with SAMPLES faces each, CHUNK identities at a time, then ANALYZE.
 
     Returns:
@@ -144,15 +144,15 @@ class _Probes:
     queries: np.ndarray
     truth: np.ndarray
     exact: np.ndarray
-    number: dict
+    number: dict[str, int]
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, centers: np.ndarray, faces_by_chunk: list[np.ndarray], subjects: list, count: int) -> _Probes:
+    def draw(cls, rng: np.random.Generator, centers: np.ndarray, faces_by_chunk: list[np.ndarray], subjects: list[str], count: int) -> _Probes:
         truth = rng.integers(0, len(centers), count)
         queries = _samples(rng, centers[truth], 1)  # new pictures of enrolled people
         return cls(queries, truth, _exact_subjects(queries, faces_by_chunk, 10), {s: i for i, s in enumerate(subjects)})
 
-    def ranked(self, rows) -> list[list[int]]:
+    def ranked(self, rows: list[list[tuple[str, float, float]]]) -> list[list[int]]:
         """The database's answers as identity numbers, closest first."""
         return [[self.number[s] for s, _, _ in row] for row in rows]
 
