@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from benchmarks import machine
 from benchmarks.graph_bench import ray_resources
 from benchmarks.load import Phase
 from benchmarks.pictures import Picture, photo_pictures, picture_mix, style_for
-from benchmarks.stats import ratio
+from benchmarks.stats import median_or_none, ratio
 from graph.config import FacegraphConfig
 
 LEVELS = (4, 16, 64)
@@ -139,58 +138,64 @@ def run(config: FacegraphConfig, out_dir: Path, copies: int, photos: Path | None
     """
     style = style_for(config.detector.model)
     pictures = picture_mix(16, style) + (photo_pictures(photos) if style == "faces" else [])
-    done = []
     with tempfile.TemporaryDirectory(prefix="facegraph-bench-batch-") as work:
-        for k in range(rounds):
-            at = list(levels) if k == 0 else [done[0]["graph"]["best"]["concurrency"]]
-            print(f"[bench-batch] round {k + 1}/{rounds}: {len(pictures)} pictures; the graph over HTTP at {at} clients", file=sys.stderr, flush=True)
-            graph = _graph(config, pictures, at, phase)
-            print(f"[bench-batch] round {k + 1}/{rounds}: facegraph batch over {copies} and {3 * copies} copies of them", file=sys.stderr, flush=True)
-            batch = bench_batch(config, pictures, copies, Path(work) / f"round-{k + 1}", other_too=k == rounds - 1)
-            rps = graph["best"]["rps"]
-            done.append(
-                {
-                    "graph": graph,
-                    "batch": batch,
-                    "ratio": ratio(batch["steady_pictures_per_s"], rps),
-                    "end_to_end_ratio": ratio(batch["pictures_per_s"], rps),
-                }
-            )
-    last = done[-1]["batch"]["other_decode_in"]
+        done = _rounds(config, pictures, copies, phase, rounds, levels, Path(work))
     info = machine.machine_info()
-
-    def middle(values):
-        values = [v for v in values if v is not None]
-        return round(statistics.median(values), 3) if values else None
-
     results = {
         "machine": info.to_json(),
         "caption": info.caption(),
         "config": config.model_dump(mode="json"),
         "pictures": [{"name": p.name, "width": p.width, "height": p.height, "faces": p.faces, "style": p.style} for p in pictures],
         "rounds": done,
-        "ratios": {
-            # Both at their pace once started (the graph's load excludes its start, as the job's steady pace does): the median over rounds.
-            "batch_vs_graph_http_throughput": middle(r["ratio"] for r in done),
-            # The job's whole run over 3 x copies copies, its actor start-up and model loading included.
-            "batch_end_to_end_vs_graph_http_throughput": middle(r["end_to_end_ratio"] for r in done),
-            # The same job decoding in the other place (batch.decode_in), against the last round's graph.
-            f"batch_decode_in_{last['decode_in']}_vs_graph_http_throughput": ratio(last["steady_pictures_per_s"], done[-1]["graph"]["best"]["rps"]),
-            "per_round": [r["ratio"] for r in done],
-            "per_round_end_to_end": [r["end_to_end_ratio"] for r in done],
-            "basis": {
-                "batch_decode_in": config.batch.decode_in,
-                "graph_best_rps": [r["graph"]["best"]["rps"] for r in done],
-                "graph_best_concurrency": [r["graph"]["best"]["concurrency"] for r in done],
-                "batch_steady_pictures_per_s": [r["batch"]["steady_pictures_per_s"] for r in done],
-                "batch_end_to_end_pictures_per_s": [r["batch"]["pictures_per_s"] for r in done],
-                f"batch_decode_in_{last['decode_in']}_steady_pictures_per_s": last["steady_pictures_per_s"],
-            },
-        },
+        "ratios": _ratios(config.batch.decode_in, done),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _rounds(config: FacegraphConfig, pictures: Sequence[Picture], copies: int, phase: Phase, rounds: int, levels: Sequence[int], work: Path) -> list[dict]:
+    """Each round: the graph (every level first, then the first round's best), then the job; its ratios to the graph's best."""
+    done: list[dict] = []
+    for k in range(rounds):
+        at = list(levels) if k == 0 else [done[0]["graph"]["best"]["concurrency"]]
+        print(f"[bench-batch] round {k + 1}/{rounds}: {len(pictures)} pictures; the graph over HTTP at {at} clients", file=sys.stderr, flush=True)
+        graph = _graph(config, pictures, at, phase)
+        print(f"[bench-batch] round {k + 1}/{rounds}: facegraph batch over {copies} and {3 * copies} copies of them", file=sys.stderr, flush=True)
+        batch = bench_batch(config, pictures, copies, work / f"round-{k + 1}", other_too=k == rounds - 1)
+        rps = graph["best"]["rps"]
+        done.append(
+            {
+                "graph": graph,
+                "batch": batch,
+                "ratio": ratio(batch["steady_pictures_per_s"], rps),
+                "end_to_end_ratio": ratio(batch["pictures_per_s"], rps),
+            }
+        )
+    return done
+
+
+def _ratios(decode_in: str, done: Sequence[dict]) -> dict:
+    """The job against the graph over the rounds (medians, each round's, and what they were computed from)."""
+    last = done[-1]["batch"]["other_decode_in"]
+    return {
+        # Both at their pace once started (the graph's load excludes its start, as the job's steady pace does): the median over rounds.
+        "batch_vs_graph_http_throughput": median_or_none(r["ratio"] for r in done),
+        # The job's whole run over 3 x copies copies, its actor start-up and model loading included.
+        "batch_end_to_end_vs_graph_http_throughput": median_or_none(r["end_to_end_ratio"] for r in done),
+        # The same job decoding in the other place (batch.decode_in), against the last round's graph.
+        f"batch_decode_in_{last['decode_in']}_vs_graph_http_throughput": ratio(last["steady_pictures_per_s"], done[-1]["graph"]["best"]["rps"]),
+        "per_round": [r["ratio"] for r in done],
+        "per_round_end_to_end": [r["end_to_end_ratio"] for r in done],
+        "basis": {
+            "batch_decode_in": decode_in,
+            "graph_best_rps": [r["graph"]["best"]["rps"] for r in done],
+            "graph_best_concurrency": [r["graph"]["best"]["concurrency"] for r in done],
+            "batch_steady_pictures_per_s": [r["batch"]["steady_pictures_per_s"] for r in done],
+            "batch_end_to_end_pictures_per_s": [r["batch"]["pictures_per_s"] for r in done],
+            f"batch_decode_in_{last['decode_in']}_steady_pictures_per_s": last["steady_pictures_per_s"],
+        },
+    }
 
 
 def main(args) -> int:

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from benchmarks.photos import MATCH_IOU, SAME_PEOPLE, Labelled, framed_photos, load_photos, match, skimage_pictures
 from benchmarks.pictures import Picture, astronaut_crowd, composite_720p, picture_mix
 from graph.config import FacegraphConfig, default_cache_dir
+from models.base import Adapter
 from models.registry import ModelSpec, load_model
 
 SMALL_SIDE = 1024
@@ -131,12 +134,39 @@ def evaluate(
     """One candidate's faces found, misses, false detections, ms per picture, reach and (with a recognizer) identification."""
     spec = candidate.spec()
     detector = load_model(spec, cpu_threads=1, cache_dir=cache, role="detector").adapter
+    on_labelled, labelled_images = _on_labelled(detector, labelled)
+    on_composed, composed_images = _on_composed(detector, composed)
+    small, large = _by_size(labelled_images + composed_images)
+    # Only the pictures that are timed stay decoded through the rest.
+    del labelled_images, composed_images
+    probe = reach(detector, labelled)
+    on_composite = _found(detector, composite) if composite else None
+    on_crowd = _found(detector, crowd) if crowd else None
+    identities = identification(detector, recognizer, labelled) if recognizer is not None else None
+    return {
+        "name": candidate.name,
+        "family": candidate.family,
+        "settings": candidate.settings,
+        **on_labelled,
+        **on_composed,
+        "composite": on_composite,
+        "crowd": on_crowd,
+        "reach": probe,
+        "identification": identities,
+        "pictures_small": len(small),
+        "pictures_large": len(large),
+        **_timing(spec, cache, threads, small, large, repeats),
+    }
+
+
+def _on_labelled(detector: Adapter, labelled: Sequence[Labelled]) -> tuple[dict, list[np.ndarray]]:
+    """The marked faces found and missed, and false detections (those on faceless pictures apart), with the decoded pictures."""
     marked = found = false = faceless_false = 0
     misses, extras = [], []
-    labelled_images = []
+    images = []
     for picture in labelled:
         image = picture.rgb()
-        labelled_images.append(image)
+        images.append(image)
         (faces,) = detector.detect([image])
         hit, wrong = match(picture.faces, [f.bbox for f in faces])
         marked, found, false = marked + len(picture.faces), found + hit, false + wrong
@@ -145,33 +175,7 @@ def evaluate(
             misses.append(f"{picture.name}: {len(picture.faces) - hit}")
         if wrong:
             extras.append(f"{picture.name}: {wrong}")
-    pasted = recalled = composed_found = 0
-    composed_images = []
-    for picture in composed:
-        image = picture.rgb()
-        composed_images.append(image)
-        (faces,) = detector.detect([image])
-        # Pasted boxes are the source pictures' rough face boxes, scaled: matched as the benchmark's
-        # own picture check does (IoU >= 0.3).
-        hit, _ = match(picture.boxes, [f.bbox for f in faces], threshold=0.3)
-        pasted, recalled, composed_found = pasted + len(picture.boxes), recalled + hit, composed_found + len(faces)
-    images = [im for im in labelled_images + composed_images if min(im.shape[:2]) >= 128]
-    small = [im for im in images if max(im.shape[:2]) <= SMALL_SIDE]
-    large = [im for im in images if max(im.shape[:2]) > SMALL_SIDE]
-    probe = reach(detector, labelled)
-    on_composite = _found(detector, composite) if composite else None
-    on_crowd = _found(detector, crowd) if crowd else None
-    identities = identification(detector, recognizer, labelled) if recognizer is not None else None
-    del labelled_images, composed_images
-    timing = {}
-    for n in threads:
-        timed = load_model(spec, cpu_threads=n, cache_dir=cache, role="detector").adapter
-        timing[f"ms_small_{n}t"] = _timed(timed, small, repeats)
-        timing[f"ms_large_{n}t"] = _timed(timed, large, repeats)
-    return {
-        "name": candidate.name,
-        "family": candidate.family,
-        "settings": candidate.settings,
+    counts = {
         "marked": marked,
         "found": found,
         "lost": marked - found,
@@ -179,17 +183,39 @@ def evaluate(
         "faceless_false": faceless_false,
         "misses": misses,
         "false_detections": extras,
-        "composed_pasted": pasted,
-        "composed_found": recalled,
-        "composed_detections": composed_found,
-        "composite": on_composite,
-        "crowd": on_crowd,
-        "reach": probe,
-        "identification": identities,
-        "pictures_small": len(small),
-        "pictures_large": len(large),
-        **timing,
     }
+    return counts, images
+
+
+def _on_composed(detector: Adapter, composed: Sequence[Picture]) -> tuple[dict, list[np.ndarray]]:
+    """The pasted faces found in the composed pictures and all detections there, with the decoded pictures."""
+    pasted = recalled = detections = 0
+    images = []
+    for picture in composed:
+        image = picture.rgb()
+        images.append(image)
+        (faces,) = detector.detect([image])
+        # Pasted boxes are the source pictures' rough face boxes, scaled: matched as the benchmark's
+        # own picture check does (IoU >= 0.3).
+        hit, _ = match(picture.boxes, [f.bbox for f in faces], threshold=0.3)
+        pasted, recalled, detections = pasted + len(picture.boxes), recalled + hit, detections + len(faces)
+    return {"composed_pasted": pasted, "composed_found": recalled, "composed_detections": detections}, images
+
+
+def _by_size(images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The pictures worth timing (at least 128 px each way), small (longer side up to SMALL_SIDE) and large apart."""
+    timed = [im for im in images if min(im.shape[:2]) >= 128]
+    return [im for im in timed if max(im.shape[:2]) <= SMALL_SIDE], [im for im in timed if max(im.shape[:2]) > SMALL_SIDE]
+
+
+def _timing(spec: ModelSpec, cache: Path, threads: Sequence[int], small: Sequence[np.ndarray], large: Sequence[np.ndarray], repeats: int) -> dict:
+    """Mean ms per small and per large picture at each thread count, each on a session built for that count."""
+    timing = {}
+    for n in threads:
+        timed = load_model(spec, cpu_threads=n, cache_dir=cache, role="detector").adapter
+        timing[f"ms_small_{n}t"] = _timed(timed, small, repeats)
+        timing[f"ms_large_{n}t"] = _timed(timed, large, repeats)
+    return timing
 
 
 def identification(detector, recognizer, photos: Sequence[Labelled]) -> dict | None:

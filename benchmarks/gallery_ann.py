@@ -19,14 +19,11 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.machine import machine_info
-from benchmarks.stats import summary_ms
+from benchmarks.synthetic_gallery import DIMENSION, SAMPLES, SPACE, full_batches, overlap_share, time_search, top1_share
 from graph.config import FaissConfig
 from graph.identity.index import GalleryIndex
 from graph.identity.store import GalleryStore
 
-SPACE = "synthetic:0000000000000000:fp32"
-DIMENSION = 128
-SAMPLES = 5
 NOISE = 0.35  # per-sample noise (norm), relative to unit-norm centres
 CHUNK = 100_000
 
@@ -42,29 +39,45 @@ def _samples(rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _timed(index: GalleryIndex, probes: np.ndarray, k: int, batch: int) -> tuple[list, dict, dict]:
-    found, single = [], []
-    for q in probes:
-        t0 = time.perf_counter()
-        found.append(index.search(q[None], k, 0.6)[0])
-        single.append((time.perf_counter() - t0) * 1000)
-    batched = []
-    for start in range(0, len(probes) - batch + 1, batch):
-        t0 = time.perf_counter()
-        index.search(probes[start : start + batch], k, 0.6)
-        batched.append((time.perf_counter() - t0) * 1000)
-    return found, summary_ms(single), summary_ms(batched)
-
-
 def measure(identities: int, folder: Path, queries: int, batch: int, nprobes: list[int], seed: int = 0) -> dict:
+    """One gallery size: enroll it, then exact search and IVF-Flat at each ``nprobe``, scored against each other."""
     rng = np.random.default_rng(seed)
     faces = identities * SAMPLES
     store = GalleryStore(folder / f"ann-{faces}.sqlite3")
     started = time.perf_counter()
+    centres, ids = _enroll(store, rng, identities)
+    enroll_s = time.perf_counter() - started
+    truth = rng.integers(0, identities, queries)
+    probes = _samples(rng, centres[truth])
+    own = [ids[t] for t in truth]
+    exact, exact_found = _exact(store, probes, batch, own)
+    ivf, built = _build_ivf(store, nprobes[0])
+    approximate = [_at_nprobe(ivf, nprobe, probes, batch, exact_found, own) for nprobe in nprobes]
+    result = {
+        "faces": faces,
+        "identities": identities,
+        "dimension": DIMENSION,
+        "enroll_s": round(enroll_s, 1),
+        "exact": exact,
+        "ivf": approximate,
+        **built,
+    }
+    store.close()
+    for p in folder.glob(f"ann-{faces}.sqlite3*"):
+        p.unlink()
+    return result
+
+
+def _enroll(store: GalleryStore, rng: np.random.Generator, identities: int) -> tuple[np.ndarray, list[str]]:
+    """Enroll ``identities`` unit-norm centres with SAMPLES noisy faces each, in chunks of CHUNK faces.
+
+    Returns:
+        The centres (probes are new samples of them) and the subject id of each, in order.
+    """
     centres = rng.normal(size=(identities, DIMENSION))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     ids: list[str] = []
-    with tqdm(total=faces, desc=f"enroll {faces:,}", unit="face", leave=False) as bar:
+    with tqdm(total=identities * SAMPLES, desc=f"enroll {identities * SAMPLES:,}", unit="face", leave=False) as bar:
         for start in range(0, identities, CHUNK // SAMPLES):
             part = centres[start : start + CHUNK // SAMPLES]
             subjects = store.create_subjects([f"person {start + i}" for i in range(len(part))])
@@ -72,61 +85,73 @@ def measure(identities: int, folder: Path, queries: int, batch: int, nprobes: li
             rows = [(s, v) for _ in range(SAMPLES) for s, v in zip(subjects, _samples(rng, part))]
             store.add_faces(rows, SPACE)
             bar.update(len(rows))
-    enroll_s = time.perf_counter() - started
-    truth = rng.integers(0, identities, queries)
-    probes = _samples(rng, centres[truth])
+    return centres, ids
 
+
+def _subjects(found: list) -> list[list[str]]:
+    """Each search's matches as subject ids, closest first."""
+    return [[m.subject_id for m in f] for f in found]
+
+
+def _exact(store: GalleryStore, probes: np.ndarray, batch: int, own: list[str]) -> tuple[dict, list[list[str]]]:
+    """Load the exact index and time it; its rankings are what IVF is scored against.
+
+    Returns:
+        Its load time, the memory it adds, its search times and recall@1, and each probe's ranking.
+    """
     rss0 = _rss_mb()
     exact = GalleryIndex(store, SPACE, "euclidean")
     t0 = time.perf_counter()
     exact.refresh()
-    exact_load_s = time.perf_counter() - t0
-    exact_mb = _rss_mb() - rss0
+    load_s = time.perf_counter() - t0
+    added_mb = _rss_mb() - rss0
     exact.search(probes[:1], 10, 0.6)
-    exact_found, exact_1, exact_b = _timed(exact, probes, 10, batch)
-    result = {
-        "faces": faces,
-        "identities": identities,
-        "dimension": DIMENSION,
-        "enroll_s": round(enroll_s, 1),
-        "exact": {
-            "load_s": round(exact_load_s, 2),
-            "rss_mb": round(exact_mb, 1),
-            "search_1": exact_1,
-            f"search_{batch}": exact_b,
-            "recall_at_1": float(np.mean([f[0].subject_id == ids[t] for f, t in zip(exact_found, truth)])),
-        },
-        "ivf": [],
-    }
+    found, one, many = _time(exact, probes, batch)
+    rankings = _subjects(found)
+    return {
+        "load_s": round(load_s, 2),
+        "rss_mb": round(added_mb, 1),
+        "search_1": one,
+        f"search_{batch}": many,
+        "recall_at_1": top1_share(rankings, own),
+    }, rankings
+
+
+def _build_ivf(store: GalleryStore, nprobe: int) -> tuple[GalleryIndex, dict]:
+    """Build the IVF-Flat index over the same store and say what the build cost."""
     rss1 = _rss_mb()
-    ivf = GalleryIndex(store, SPACE, "euclidean", FaissConfig(above_faces=1000, nprobe=nprobes[0]))
+    ivf = GalleryIndex(store, SPACE, "euclidean", FaissConfig(above_faces=1000, nprobe=nprobe))
     t0 = time.perf_counter()
     ivf.refresh()
     ivf.wait_approximate()
     build_s = time.perf_counter() - t0
     ivf_mb = _rss_mb() - rss1
-    result["ivf_build_s"] = round(build_s, 2)  # load from SQLite + train + add
-    result["ivf_rss_mb"] = round(ivf_mb, 1)  # its own copy of the rows plus the lists
-    result["nlist"] = ivf._ann.nlist
-    for nprobe in nprobes:
-        ivf._ann.index.nprobe = nprobe
-        ivf.search(probes[:1], 10, 0.6)
-        found, one, many = _timed(ivf, probes, 10, batch)
-        top10 = [len({m.subject_id for m in f} & {m.subject_id for m in e}) / max(len(e), 1) for f, e in zip(found, exact_found)]
-        result["ivf"].append(
-            {
-                "nprobe": nprobe,
-                "top1_agreement": float(np.mean([f[0].subject_id == e[0].subject_id for f, e in zip(found, exact_found)])),
-                "recall_at_1": float(np.mean([f[0].subject_id == ids[t] for f, t in zip(found, truth)])),
-                "recall_at_10": float(np.mean(top10)),
-                "search_1": one,
-                f"search_{batch}": many,
-            }
-        )
-    store.close()
-    for p in folder.glob(f"ann-{faces}.sqlite3*"):
-        p.unlink()
-    return result
+    return ivf, {
+        "ivf_build_s": round(build_s, 2),  # load from SQLite + train + add
+        "ivf_rss_mb": round(ivf_mb, 1),  # its own copy of the rows plus the lists
+        "nlist": ivf._ann.nlist,
+    }
+
+
+def _at_nprobe(ivf: GalleryIndex, nprobe: int, probes: np.ndarray, batch: int, exact: list[list[str]], own: list[str]) -> dict:
+    """IVF at one ``nprobe``: its search times, and its rankings scored against exact's and the probes' own identities."""
+    ivf._ann.index.nprobe = nprobe
+    ivf.search(probes[:1], 10, 0.6)
+    found, one, many = _time(ivf, probes, batch)
+    rankings = _subjects(found)
+    return {
+        "nprobe": nprobe,
+        "top1_agreement": top1_share(rankings, [e[0] for e in exact]),
+        "recall_at_1": top1_share(rankings, own),
+        "recall_at_10": overlap_share(rankings, exact),
+        "search_1": one,
+        f"search_{batch}": many,
+    }
+
+
+def _time(index: GalleryIndex, probes: np.ndarray, batch: int) -> tuple[list, dict, dict]:
+    """The top 10 of each probe searched alone, and the times of single and ``batch``-sized searches."""
+    return time_search(lambda x: index.search(x, 10, 0.6), probes, full_batches(probes, batch))
 
 
 def table(results: list[dict], batch: int) -> str:

@@ -17,6 +17,8 @@ import math
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +26,10 @@ import psycopg
 
 from benchmarks.local_postgres import LocalPostgres
 from benchmarks.machine import machine_info
-from benchmarks.stats import summary_ms
+from benchmarks.synthetic_gallery import DIMENSION, SAMPLES, SPACE, full_batches, overlap_share, time_search, top1_share
 from graph.config import PgvectorIndex
 from graph.identity.postgres import PostgresStore, index_name
 
-SPACE = "synthetic:0000000000000000:fp32"
-DIMENSION = 128
-SAMPLES = 5  # faces per identity
 NOISE = 0.05  # per coordinate: a sample's cosine to its identity's centre is about 0.87
 CHUNK = 50_000  # identities per COPY
 
@@ -48,15 +47,6 @@ def _exact_subjects(queries: np.ndarray, faces_by_chunk: list[np.ndarray], k: in
     best = np.concatenate([(-(queries @ f.T)).reshape(len(queries), -1, SAMPLES).min(-1) for f in faces_by_chunk], axis=1)
     top = np.argpartition(best, k, axis=1)[:, :k]
     return np.take_along_axis(top, np.argsort(np.take_along_axis(best, top, 1), axis=1), 1)
-
-
-def _timed(fn, rounds: list) -> list[float]:
-    out = []
-    for args in rounds:
-        t0 = time.perf_counter()
-        fn(*args)
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 def _build(store: PostgresStore, budget_s: float, memory_mb: int) -> dict:
@@ -87,12 +77,43 @@ def _build(store: PostgresStore, budget_s: float, memory_mb: int) -> dict:
 
 
 def measure(pg: LocalPostgres, faces: int, args, rng: np.random.Generator) -> dict:
+    """One size in a fresh database: COPY the gallery, search it exactly, build HNSW and search through it, then drop it."""
     identities = faces // SAMPLES
     name = f"g{faces}"
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     dsn = f"{pg.dsn.rsplit(' ', 1)[0]} dbname={name}"
     store = PostgresStore(dsn, PgvectorIndex(m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search, exact_below=10**12))
+    centers, faces_by_chunk, subjects, load_s = _copy_gallery(store, rng, identities)
+    probes = _Probes.draw(rng, centers, faces_by_chunk, subjects, args.queries)
+    exact = _exact_in_database(store, probes, args.exact_queries, args.exact_batches)
+    built = _build(store, args.build_budget_s, args.build_memory_mb)
+    disk, index_mb = _disk(store, faces)
+    hnsw = {"m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search, **built, "index_mb": index_mb}
+    if built["built"]:
+        hnsw.update(_through_hnsw(store, probes))
+    result = {
+        "faces": faces,
+        "identities": identities,
+        "copy_s": round(load_s, 1),
+        "copy_rows_per_s": round(faces / load_s),
+        "exact": exact,
+        "hnsw": hnsw,
+        **disk,
+        "numpy_top1_identity": float(np.mean(probes.exact[:, 0] == probes.truth)),
+    }
+    store.close()
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name}")
+    return result
+
+
+def _copy_gallery(store: PostgresStore, rng: np.random.Generator, identities: int) -> tuple[np.ndarray, list[np.ndarray], list[str], float]:
+    """COPY ``identities`` random centres with SAMPLES faces each, CHUNK identities at a time, then ANALYZE.
+
+    Returns:
+        The centres, the faces of each chunk (for the numpy brute force), the subject ids in order, and the seconds spent in COPY.
+    """
     centers_by_chunk, faces_by_chunk, subjects = [], [], []
     load_s = 0.0
     for start in range(0, identities, CHUNK):
@@ -106,57 +127,77 @@ def measure(pg: LocalPostgres, faces: int, args, rng: np.random.Generator) -> di
         faces_by_chunk.append(samples)
         subjects.extend(ids)
     store._run(lambda conn: conn.execute("ANALYZE faces"))
-    centers = np.concatenate(centers_by_chunk)
-    number = {s: i for i, s in enumerate(subjects)}
-    truth = rng.integers(0, identities, args.queries)
-    queries = _samples(rng, centers[truth], 1)  # new pictures of enrolled people
-    exact = _exact_subjects(queries, faces_by_chunk, 10)
+    return np.concatenate(centers_by_chunk), faces_by_chunk, subjects, load_s
 
-    def ranked(rows) -> list[list[int]]:
-        return [[number[s] for s, _, _ in row] for row in rows]
 
-    result: dict = {"faces": faces, "identities": identities, "copy_s": round(load_s, 1), "copy_rows_per_s": round(faces / load_s)}
-    # Exact search in the database: few rounds, it scans the whole space each time.
-    n_exact = args.exact_queries
-    single = _timed(lambda q: store.search(q[None], SPACE, "euclidean", 10, approximate=False), [(q,) for q in queries[:n_exact]])
-    batches = [(queries[i : i + 16],) for i in range(0, min(len(queries), 16 * args.exact_batches), 16)]
-    batched = _timed(lambda q: store.search(q, SPACE, "euclidean", 10, approximate=False), batches)
-    exact_rows = ranked(store.search(queries[:n_exact], SPACE, "euclidean", 10, approximate=False))
-    result["exact"] = {
-        "search_1": summary_ms(single),
-        "search_16": summary_ms(batched),
-        "agrees_with_numpy_top10": float(np.mean([r == list(e) for r, e in zip(exact_rows, exact[:n_exact])])),
-        "top1_identity": float(np.mean([r[0] == t for r, t in zip(exact_rows, truth)])),
+@dataclass(frozen=True)
+class _Probes:
+    """The queries and what they are scored against.
+
+    Attributes:
+        queries: (Q, DIMENSION) float32, new samples of enrolled identities.
+        truth: (Q,) the identity number each query was drawn from.
+        exact: (Q, 10) identity numbers of numpy's brute force, closest first.
+        number: a subject id's identity number.
+    """
+
+    queries: np.ndarray
+    truth: np.ndarray
+    exact: np.ndarray
+    number: dict[str, int]
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, centers: np.ndarray, faces_by_chunk: list[np.ndarray], subjects: list[str], count: int) -> _Probes:
+        truth = rng.integers(0, len(centers), count)
+        queries = _samples(rng, centers[truth], 1)  # new pictures of enrolled people
+        return cls(queries, truth, _exact_subjects(queries, faces_by_chunk, 10), {s: i for i, s in enumerate(subjects)})
+
+    def ranked(self, rows: list[list[tuple[str, float, float]]]) -> list[list[int]]:
+        """The database's answers as identity numbers, closest first."""
+        return [[self.number[s] for s, _, _ in row] for row in rows]
+
+
+def _exact_in_database(store: PostgresStore, probes: _Probes, count: int, batches: int) -> dict:
+    """Exact search in the database on the first ``count`` queries, timed and checked against numpy.
+
+    Few rounds: it scans the whole space each time.
+    """
+    search = partial(store.search, space=SPACE, metric="euclidean", k=10, approximate=False)
+    queries = probes.queries
+    _, one, many = time_search(search, queries[:count], [queries[i : i + 16] for i in range(0, min(len(queries), 16 * batches), 16)])
+    rows = probes.ranked(search(queries[:count]))
+    return {
+        "search_1": one,
+        "search_16": many,
+        "agrees_with_numpy_top10": float(np.mean([r == list(e) for r, e in zip(rows, probes.exact[:count])])),
+        "top1_identity": top1_share(rows, probes.truth),
     }
-    built = _build(store, args.build_budget_s, args.build_memory_mb)
-    result["hnsw"] = {"m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search, **built}
+
+
+def _disk(store: PostgresStore, faces: int) -> tuple[dict, float]:
+    """The faces table's size on disk, with its indexes and per face, and (apart) the HNSW index's MiB."""
     sizes = store._read(
         "SELECT pg_relation_size('faces'), pg_total_relation_size('faces'), COALESCE((SELECT pg_relation_size(c.oid) FROM pg_class c WHERE relname = %s), 0)",
         (index_name(SPACE, "euclidean"),),
     )[0]
-    result["table_mb"] = round(sizes[0] / 2**20, 1)
-    result["table_with_indexes_mb"] = round(sizes[1] / 2**20, 1)
-    result["hnsw"]["index_mb"] = round(sizes[2] / 2**20, 1)
-    result["disk_bytes_per_face"] = round(sizes[1] / faces)
-    if built["built"]:
-        store.search(queries[:1], SPACE, "euclidean", 10, approximate=True)  # page the graph in
-        single = _timed(lambda q: store.search(q[None], SPACE, "euclidean", 10, approximate=True), [(q,) for q in queries])
-        batches = [(queries[i : i + 16],) for i in range(0, len(queries) - 15, 16)]
-        batched = _timed(lambda q: store.search(q, SPACE, "euclidean", 10, approximate=True), batches)
-        rows = ranked(store.search(queries, SPACE, "euclidean", 10, approximate=True))
-        result["hnsw"].update(
-            search_1=summary_ms(single),
-            search_16=summary_ms(batched),
-            top1_identity=float(np.mean([bool(r) and r[0] == t for r, t in zip(rows, truth)])),
-            top1_agreement_with_exact=float(np.mean([bool(r) and r[0] == e[0] for r, e in zip(rows, exact)])),
-            recall_at_1=float(np.mean([bool(r) and r[0] == e[0] for r, e in zip(rows, exact)])),
-            recall_at_10=float(np.mean([len(set(r[:10]) & set(e[:10])) / 10 for r, e in zip(rows, exact)])),
-        )
-    result["numpy_top1_identity"] = float(np.mean(exact[:, 0] == truth))
-    store.close()
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name}")
-    return result
+    disk = {"table_mb": round(sizes[0] / 2**20, 1), "table_with_indexes_mb": round(sizes[1] / 2**20, 1), "disk_bytes_per_face": round(sizes[1] / faces)}
+    return disk, round(sizes[2] / 2**20, 1)
+
+
+def _through_hnsw(store: PostgresStore, probes: _Probes) -> dict:
+    """Search through the built HNSW index, timed and scored against numpy's exact rankings and the truth."""
+    search = partial(store.search, space=SPACE, metric="euclidean", k=10, approximate=True)
+    search(probes.queries[:1])  # page the graph in
+    _, one, many = time_search(search, probes.queries, full_batches(probes.queries, 16))
+    rows = probes.ranked(search(probes.queries))
+    return {
+        "search_1": one,
+        "search_16": many,
+        "top1_identity": top1_share(rows, probes.truth),
+        "top1_agreement_with_exact": top1_share(rows, probes.exact[:, 0]),
+        "recall_at_1": top1_share(rows, probes.exact[:, 0]),
+        "recall_at_10": overlap_share(rows, probes.exact),
+    }
 
 
 def _power_law(a: dict, b: dict, x: float, y: float, faces: int) -> float:

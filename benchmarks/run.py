@@ -23,11 +23,12 @@ from typing import Any, Sequence
 from benchmarks import machine
 from benchmarks.load import Phase
 from benchmarks.models_bench import FULL, QUICK, Budget, bench_models
-from benchmarks.pictures import photo_pictures, picture_mix, style_for, verify
+from benchmarks.pictures import Picture, Style, Verification, photo_pictures, picture_mix, style_for, verify
 from benchmarks.ratios import CHAIN_LEVEL, check_targets, compute_ratios
 from benchmarks.serving_rounds import ROUND_LEVELS, later_round, round_entry, summarise as summarise_rounds
 from graph.config import FacegraphConfig, load_serve_config
 from graph.serving import DEFAULT_MODE, Mode
+from models.types import CropSpec
 
 SCHEMA_VERSION = 1
 
@@ -51,7 +52,6 @@ QUICK_PLAN = Plan(
     models=QUICK,
     inprocess_s=1.0,
 )
-# The chain ratio is defined at 16 clients.
 
 
 def load_config(source: Any) -> FacegraphConfig:
@@ -132,6 +132,140 @@ def _baseline(config: FacegraphConfig, name: str, pictures, photos, plan: Plan, 
     }
 
 
+class _Laps:
+    """Seconds spent in each phase of a run, for ``phases_s``: each lap runs from the previous one."""
+
+    def __init__(self) -> None:
+        self._started = self._last = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = round(now - self._last, 2)
+        self._last = now
+
+    def summary(self) -> dict[str, float]:
+        return {**self.phases, "total": round(time.perf_counter() - self._started, 2)}
+
+
+@dataclass(frozen=True)
+class _BenchRun:
+    """What every phase of one run shares: the config and plan, the pictures, where files go, and the phase clock.
+
+    The phases run one after another so that none shares the CPU with another; each laps the clock as it ends.
+    """
+
+    config: FacegraphConfig
+    plan: Plan
+    style: Style
+    pictures: list[Picture]
+    real: list[Picture]
+    out_dir: Path
+    progress: bool
+    laps: _Laps
+
+    @classmethod
+    def prepare(cls, config: FacegraphConfig, plan: Plan, photos: Path | None, out_dir: Path, progress: bool) -> _BenchRun:
+        """Compose the plan's pictures in the detector's style; the clock starts before, so composing counts as ``models``."""
+        laps = _Laps()
+        style = style_for(config.detector.model)
+        # Real photos join composed faces (not the fixture detectors' squares).
+        real = photo_pictures(photos) if style == "faces" else []
+        return cls(config, plan, style, picture_mix(plan.pictures, style) + real, real, out_dir, progress, laps)
+
+    def models(self) -> tuple[dict, list[Verification], dict[str, CropSpec]]:
+        """Each model alone, and what the detector finds on the pictures.
+
+        The models are let go before the next phase; only the branches' crop specs are kept, for the service chain.
+        """
+        _say(f"[bench] {len(self.pictures)} pictures ({self.style}, {len(self.real)} of them real photos); measuring each model")
+        model_results, loaded = bench_models(self.config, self.pictures, self.plan.models, self.progress)
+        checks = verify(loaded["detector"].adapter, self.pictures)
+        crop_specs = {name: m.adapter.crop_spec for name, m in loaded.items() if name != "detector"}
+        del loaded
+        gc.collect()
+        self.laps.lap("models")
+        return model_results, checks, crop_specs
+
+    def pack_detectors(self, photos: Path | None, quick: bool) -> dict:
+        """The bench-detectors table: every pack detector on marked photos and composed pictures."""
+        from benchmarks.detectors import bench_detectors
+
+        _say("[bench] every pack detector on marked photos and composed pictures")
+        table = bench_detectors(photos, quick=quick, progress=self.progress, cache=self.config.cache_dir())
+        self.laps.lap("detectors")
+        return table
+
+    def inprocess(self, with_photos: bool) -> tuple[dict, dict | None]:
+        """The in-process pipeline on every picture (the ceiling), and on the real photos alone when ``with_photos``."""
+        from benchmarks.inprocess import bench_inprocess
+
+        _say("[bench] in-process pipeline (the ceiling)")
+        everything = bench_inprocess(self.config, self.pictures, self.plan.inprocess_s, self.progress)
+        photos = bench_inprocess(self.config, self.real, self.plan.inprocess_s / 2, self.progress) if self.real and with_photos else None
+        gc.collect()
+        self.laps.lap("inprocess")
+        return everything, photos
+
+    def chain(self, crop_specs: dict[str, CropSpec], levels: Sequence[int]) -> list[dict]:
+        """Start the service-per-model chain, load it over HTTP at each level, stop it."""
+        from benchmarks.chain import ServiceChain
+
+        with ServiceChain(self.config, crop_specs, self.out_dir / "logs") as chain:
+            url = chain.start()
+            return asyncio.run(_chain_loads(url, self.pictures, levels, self.plan.phase, chain.pids(), self.progress))
+
+    def service_chain(self, crop_specs: dict[str, CropSpec]) -> list[dict]:
+        """The chain at the plan's levels and, because the chain ratio is defined there, at CHAIN_LEVEL clients."""
+        _say("[bench] service-per-model chain over HTTP")
+        runs = self.chain(crop_specs, sorted(set(self.plan.levels) | {CHAIN_LEVEL}))
+        self.laps.lap("service_chain")
+        return runs
+
+    def graphs(self, serving: Sequence[Mode], profile: bool, probe=None) -> tuple[dict, dict, dict[str, list[dict]]]:
+        """The graph in the first serving mode at every level and client kind, the other modes at ROUND_LEVELS over HTTP.
+
+        Returns:
+            The first mode's runs by client kind, its Ray facts, and every mode's HTTP runs (the first round's graphs).
+        """
+        primary = serving[0]
+        _say(f"[bench] starting Ray and the graph ({primary} serving)")
+        profile_at = (max(self.plan.levels) if CHAIN_LEVEL not in self.plan.levels else CHAIN_LEVEL, self.out_dir / "profiles") if profile else None
+        runs, ray_facts = _measure_graph(self.config, self.pictures, self.plan.levels, self.plan.phase, self.progress, profile_at, probe, serving=primary)
+        graphs = {primary: runs["http"]}
+        for mode in serving[1:]:
+            _say(f"[bench] the graph in {mode} serving at {ROUND_LEVELS} clients")
+            graphs[mode] = _measure_graph(self.config, self.pictures, ROUND_LEVELS, self.plan.phase, self.progress, serving=mode, modes=("http",))[0]["http"]
+        self.laps.lap("graph")
+        return runs, ray_facts, graphs
+
+    def later_rounds(self, rounds: int, serving: Sequence[Mode], crop_specs: dict[str, CropSpec]) -> list[dict]:
+        """Rounds 2 to ``rounds`` of the headline ratios (``benchmarks.serving_rounds``); the first is the run itself."""
+        entries = [
+            later_round(
+                number,
+                self.config,
+                self.pictures,
+                serving,
+                self.plan.phase,
+                self.plan.inprocess_s / 2,
+                _measure_graph,
+                lambda: self.chain(crop_specs, [CHAIN_LEVEL]),
+                self.progress,
+            )
+            for number in range(2, rounds + 1)
+        ]
+        if rounds > 1:
+            self.laps.lap("rounds")
+        return entries
+
+    def baseline(self, name: str, config: FacegraphConfig) -> dict:
+        """The baseline config on the same pictures (see ``_baseline``)."""
+        result = _baseline(config, name, self.pictures, self.real, self.plan, self.progress)
+        self.laps.lap("baseline")
+        return result
+
+
 def run_bench(
     config: FacegraphConfig,
     out_dir: Path,
@@ -153,82 +287,17 @@ def run_bench(
     the first measured in full, the others at 1 and 16 clients in every round; ``rounds``: how many
     rounds the headline ratios are the median of (``benchmarks.serving_rounds``).
     """
-    from benchmarks.chain import ServiceChain
-    from benchmarks.inprocess import bench_inprocess
-
     plan = plan or (QUICK_PLAN if quick else FULL_PLAN)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = machine.machine_info()
-    started = time.perf_counter()
-    phases: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        phases[name] = round(now - since, 2)
-        return now
-
-    t = time.perf_counter()
-    style = style_for(config.detector.model)
-    # Real photos join composed faces (not the fixture detectors' squares).
-    real = photo_pictures(photos) if style == "faces" else []
-    pictures = picture_mix(plan.pictures, style) + real
-    _say(f"[bench] {len(pictures)} pictures ({style}, {len(real)} of them real photos); measuring each model")
-    model_results, loaded = bench_models(config, pictures, plan.models, progress)
-    checks = verify(loaded["detector"].adapter, pictures)
-    crop_specs = {name: m.adapter.crop_spec for name, m in loaded.items() if name != "detector"}
-    del loaded
-    gc.collect()
-    t = lap("models", t)
-
-    detectors = None
-    if detectors and config.detector.model.pack:
-        from benchmarks.detectors import bench_detectors
-
-        _say("[bench] every pack detector on marked photos and composed pictures")
-        detectors = bench_detectors(photos, quick=quick, progress=progress, cache=config.cache_dir())
-        t = lap("detectors", t)
-
-    _say("[bench] in-process pipeline (the ceiling)")
-    inprocess = bench_inprocess(config, pictures, plan.inprocess_s, progress)
-    inprocess_photos = bench_inprocess(config, real, plan.inprocess_s / 2, progress) if real and baseline else None
-    gc.collect()
-    t = lap("inprocess", t)
-
-    def chain_loads(levels: Sequence[int]) -> list[dict]:
-        with ServiceChain(config, crop_specs, out_dir / "logs") as chain:
-            url = chain.start()
-            return asyncio.run(_chain_loads(url, pictures, levels, plan.phase, chain.pids(), progress))
-
-    _say("[bench] service-per-model chain over HTTP")
-    # The chain ratio needs the chain at CHAIN_LEVEL clients, whatever the plan's levels.
-    chain_runs = chain_loads(sorted(set(plan.levels) | {CHAIN_LEVEL}))
-    t = lap("service_chain", t)
-
-    primary, others = serving[0], tuple(serving[1:])
-    _say(f"[bench] starting Ray and the graph ({primary} serving)")
-    profile_at = (max(plan.levels) if CHAIN_LEVEL not in plan.levels else CHAIN_LEVEL, out_dir / "profiles") if profile else None
-    graph_runs, ray_facts = _measure_graph(config, pictures, plan.levels, plan.phase, progress, profile_at, probe, serving=primary)
-    graphs = {primary: graph_runs["http"]}
-    for mode in others:
-        _say(f"[bench] the graph in {mode} serving at {ROUND_LEVELS} clients")
-        graphs[mode] = _measure_graph(config, pictures, ROUND_LEVELS, plan.phase, progress, serving=mode, modes=("http",))[0]["http"]
-    t = lap("graph", t)
-
-    round_entries = [round_entry(1, inprocess, chain_runs, graphs)]
-    for number in range(2, rounds + 1):
-        round_entries.append(
-            later_round(
-                number, config, pictures, serving, plan.phase, plan.inprocess_s / 2, _measure_graph, lambda: chain_loads([CHAIN_LEVEL]), progress
-            )
-        )
-    if rounds > 1:
-        t = lap("rounds", t)
-
-    baseline_results = None
-    if baseline is not None:
-        baseline_results = _baseline(baseline[1], baseline[0], pictures, real, plan, progress)
-        lap("baseline", t)
-
+    bench = _BenchRun.prepare(config, plan, photos, out_dir, progress)
+    model_results, checks, crop_specs = bench.models()
+    detector_table = bench.pack_detectors(photos, quick) if detectors and config.detector.model.pack else None
+    inprocess, inprocess_photos = bench.inprocess(with_photos=baseline is not None)
+    chain_runs = bench.service_chain(crop_specs)
+    graph_runs, ray_facts, graphs = bench.graphs(serving, profile, probe)
+    round_entries = [round_entry(1, inprocess, chain_runs, graphs), *bench.later_rounds(rounds, serving, crop_specs)]
+    baseline_results = bench.baseline(*baseline) if baseline is not None else None
     results: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "quick": quick,
@@ -236,13 +305,10 @@ def run_bench(
         "caption": info.caption(),
         "config": config.model_dump(mode="json"),
         "ray": ray_facts,
-        "plan": {"levels": list(plan.levels), "warmup_s": plan.phase.warmup_s, "measure_s": plan.phase.measure_s, "pictures": len(pictures)},
-        "pictures": {
-            "items": [{"name": p.name, "width": p.width, "height": p.height, "faces": p.faces, "style": p.style, "jpeg_bytes": len(p.jpeg)} for p in pictures],
-            "verification": _verification(checks, style),
-        },
+        "plan": {"levels": list(plan.levels), "warmup_s": plan.phase.warmup_s, "measure_s": plan.phase.measure_s, "pictures": len(bench.pictures)},
+        "pictures": {"items": [_picture_entry(p) for p in bench.pictures], "verification": _verification(checks, bench.style)},
         "models": model_results,
-        "detectors": detectors,
+        "detectors": detector_table,
         "inprocess": inprocess,
         "inprocess_photos": inprocess_photos,
         "service_chain": {"http": chain_runs},
@@ -252,7 +318,21 @@ def run_bench(
     }
     results["ratios"] = compute_ratios(results)
     results["targets"] = check_targets(results["ratios"])
-    results["phases_s"] = {**phases, "total": round(time.perf_counter() - started, 2)}
+    results["phases_s"] = bench.laps.summary()
+    _write_outputs(results, out_dir, profile)
+    return results
+
+
+def _picture_entry(picture: Picture) -> dict:
+    return {"name": picture.name, "width": picture.width, "height": picture.height, "faces": picture.faces, "style": picture.style, "jpeg_bytes": len(picture.jpeg)}
+
+
+def _write_outputs(results: dict, out_dir: Path, profile: bool) -> None:
+    """Add the profiles' summary, then write the plots, ``results.json`` and ``report.md``.
+
+    ``results.json`` is written before the report, so a report that fails still leaves the numbers,
+    and again once the files list names the report.
+    """
     if profile:
         from benchmarks.profiles import summarise
 
@@ -267,7 +347,6 @@ def run_bench(
     results["files"]["results"] = "results.json"
     results["files"]["report"] = "report.md"
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    return results
 
 
 async def _chain_loads(url: str, pictures, levels: Sequence[int], phase: Phase, pids: dict[str, int], progress: bool) -> list[dict]:

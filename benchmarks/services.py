@@ -17,6 +17,7 @@ import io
 import json
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING, AsyncIterator
 
 import numpy as np
 from starlette.applications import Starlette
@@ -24,6 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    import aiohttp
 
 NPZ = "application/x-npz"
 NPY = "application/x-npy"
@@ -122,33 +126,45 @@ def branch_app(settings: dict, role: str) -> Starlette:
     return Starlette(routes=[Route("/run", run, methods=["POST"]), Route("/crop_spec", crop_spec), Route("/health", _health)])
 
 
-def gateway_app(settings: dict) -> Starlette:
-    """POST /v1/analyze: picture in, the graph's answer shape out (embeddings left out, as by default)."""
-    import aiohttp
+class _Gateway:
+    """The chain's front: the picture to the detector service, then its crops to every branch service at once.
 
-    urls: dict[str, str] = settings["urls"]
-    state: dict[str, aiohttp.ClientSession] = {}
+    One aiohttp session for the app's lifetime (opened by ``lifespan``), shared by all requests.
+    """
+
+    def __init__(self, urls: dict[str, str]):
+        self.urls = urls
+        self.http: aiohttp.ClientSession | None = None
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette):
-        state["http"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
+    async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        import aiohttp
+
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
         try:
             yield
         finally:
-            await state["http"].close()
+            await self.http.close()
 
-    async def post(url: str, data: bytes, ctype: str) -> tuple[bytes, str]:
-        async with state["http"].post(url, data=data, headers={"content-type": ctype}) as resp:
+    async def post(self, url: str, data: bytes, ctype: str) -> tuple[bytes, str]:
+        async with self.http.post(url, data=data, headers={"content-type": ctype}) as resp:
             body = await resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{url}: HTTP {resp.status}")
             return body, resp.headers.get("content-type", "")
 
-    async def analyze(request: Request) -> Response:
+    async def branch(self, stage: str, crops: np.ndarray) -> tuple[object, float]:
+        """One branch service's answer for the crops (verdicts for ``deepfake``, an array otherwise) and its ms."""
+        t0 = time.perf_counter()
+        raw, _ = await self.post(self.urls[stage] + "/run", _npy(crops), NPY)
+        result = json.loads(raw) if stage == "deepfake" else np.load(io.BytesIO(raw), allow_pickle=False)
+        return result, round((time.perf_counter() - t0) * 1000, 2)
+
+    async def analyze(self, request: Request) -> Response:
         started = time.perf_counter()
         body = await request.body()
         try:
-            raw, ctype = await post(urls["detector"] + "/detect", body, "image/jpeg")
+            raw, _ = await self.post(self.urls["detector"] + "/detect", body, "image/jpeg")
         except RuntimeError as exc:
             return JSONResponse({"error": {"code": "detector_failed", "message": str(exc)}}, status_code=400)
         detected = time.perf_counter()
@@ -156,36 +172,39 @@ def gateway_app(settings: dict) -> Starlette:
             arrays = {k: npz[k] for k in npz.files}
         decode_ms, detect_ms = (float(v) for v in arrays["timings"])
         timings = {"decode": round(decode_ms, 2), "detect": round(detect_ms, 2)}
-        results: dict[str, object] = {}
-
-        async def branch(stage: str) -> None:
-            t0 = time.perf_counter()
-            raw, _ = await post(urls[stage] + "/run", _npy(arrays[f"crops_{stage}"]), NPY)
-            results[stage] = json.loads(raw) if stage == "deepfake" else np.load(io.BytesIO(raw), allow_pickle=False)
-            timings[stage] = round((time.perf_counter() - t0) * 1000, 2)
-
-        count = len(arrays["scores"])
-        if count:
-            await asyncio.gather(*(branch(stage) for stage in urls if stage != "detector"))
-        faces = []
-        for i in range(count):
-            landmarks = arrays["landmarks"][i]
-            faces.append(
-                {
-                    "bbox": [round(float(v), 2) for v in arrays["boxes"][i]],
-                    "score": round(float(arrays["scores"][i]), 5),
-                    "landmarks": None if np.isnan(landmarks).any() else [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks],
-                    "deepfake": results["deepfake"][i] if "deepfake" in results else None,
-                }
-            )
+        stages = [stage for stage in self.urls if stage != "detector"] if len(arrays["scores"]) else []
+        answers = await asyncio.gather(*(self.branch(stage, arrays[f"crops_{stage}"]) for stage in stages))
+        timings.update({stage: ms for stage, (_, ms) in zip(stages, answers)})
+        results = {stage: result for stage, (result, _) in zip(stages, answers)}
+        faces = _faces(arrays, results.get("deepfake"))
         timings["branches"] = round((time.perf_counter() - detected) * 1000, 2)
         timings["total"] = round((time.perf_counter() - started) * 1000, 2)
         width, height = (int(v) for v in arrays["size"])
         return JSONResponse({"width": width, "height": height, "faces": faces, "timings_ms": timings})
 
+
+def _faces(arrays: dict[str, np.ndarray], deepfake: list | None) -> list[dict]:
+    """The graph's face entries from the detector service's arrays, with the deepfake verdicts beside them."""
+    faces = []
+    for i in range(len(arrays["scores"])):
+        landmarks = arrays["landmarks"][i]
+        faces.append(
+            {
+                "bbox": [round(float(v), 2) for v in arrays["boxes"][i]],
+                "score": round(float(arrays["scores"][i]), 5),
+                "landmarks": None if np.isnan(landmarks).any() else [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks],
+                "deepfake": deepfake[i] if deepfake is not None else None,
+            }
+        )
+    return faces
+
+
+def gateway_app(settings: dict) -> Starlette:
+    """POST /v1/analyze: picture in, the graph's answer shape out (embeddings left out, as by default)."""
+    gateway = _Gateway(settings["urls"])
     return Starlette(
-        routes=[Route("/v1/analyze", analyze, methods=["POST"]), Route("/health", _health)],
-        lifespan=lifespan,
+        routes=[Route("/v1/analyze", gateway.analyze, methods=["POST"]), Route("/health", _health)],
+        lifespan=gateway.lifespan,
     )
 
 

@@ -11,13 +11,12 @@ first round is the full benchmark's own run (its levels and modes are a superset
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 from typing import Callable, Sequence
 
 from benchmarks.load import Phase
 from benchmarks.ratios import CHAIN_LEVEL
-from benchmarks.stats import ratio
+from benchmarks.stats import median_or_none, ratio
 from graph.config import FacegraphConfig
 from graph.serving import Mode
 
@@ -74,22 +73,17 @@ def summarise(rounds: Sequence[dict], modes: Sequence[str]) -> dict:
         out["ratios"][mode] = {}
         for metric in METRICS:
             values = [r[mode][metric] for r in per_round if r.get(mode, {}).get(metric) is not None]
-            out["ratios"][mode][metric] = {"median": round(statistics.median(values), 3) if values else None, "per_round": values}
+            out["ratios"][mode][metric] = {"median": median_or_none(values), "per_round": values}
     if len(modes) > 1:
         reference = modes[-1]
         out["throughput_vs_" + reference] = {
             mode: {
-                "median": _median([ratio(r["graph"][mode][f"c{CHAIN_LEVEL}_rps"], r["graph"][reference][f"c{CHAIN_LEVEL}_rps"]) for r in rounds]),
+                "median": median_or_none([ratio(r["graph"][mode][f"c{CHAIN_LEVEL}_rps"], r["graph"][reference][f"c{CHAIN_LEVEL}_rps"]) for r in rounds]),
                 "per_round": [ratio(r["graph"][mode][f"c{CHAIN_LEVEL}_rps"], r["graph"][reference][f"c{CHAIN_LEVEL}_rps"]) for r in rounds],
             }
             for mode in modes[:-1]
         }
     return out
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 3) if present else None
 
 
 def later_round(

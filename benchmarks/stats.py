@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Iterable
 
 import numpy as np
@@ -35,3 +36,9 @@ def ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return finite_or_none(round(a / b, digits))
+
+
+def median_or_none(values: Iterable[float | None], digits: int = 3) -> float | None:
+    """The median of the values that were measured (None: not measured), or None when none were."""
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), digits) if present else None
