@@ -7,6 +7,7 @@ ingress replica's handle API (Serve's replica context names it), which Python ca
 from __future__ import annotations
 
 import hmac
+import inspect
 import time
 from typing import Annotated, Any
 
@@ -158,9 +159,40 @@ async def _image(request: Request) -> bytes:
     return await read_image(request, _ingress(request).max_body_bytes)
 
 
-@app.post("/v1/analyze", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect, embed and classify every face")
-async def analyze(request: Request, query: Annotated[AnalyzeQuery, Query()]):
-    return await _ingress(request).analyze(await _image(request), **query.model_dump())
+def _picture_route(name: str, path: str, query: type[BaseModel], answer: type[BaseModel], summary: str, call, needs: str | None = None) -> None:
+    """A route that takes one picture (raw or multipart) and a query: ``call(ingress, image, query)`` answers it.
+
+    ``needs``: the model it cannot answer without, refused before the body is read.
+    """
+
+    async def route(request: Request, query: BaseModel):
+        ingress = _ingress(request)
+        if needs is not None:
+            ingress.need(needs)
+        return await call(ingress, await _image(request), query.model_dump())
+
+    route.__name__ = name
+    route.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            inspect.Parameter("query", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[query, Query()]),
+        ]
+    )
+    app.post(path, openapi_extra=_IMAGE_BODY, response_model=answer, **_ANSWERS, summary=summary)(route)
+
+
+# The picture routes: one picture in, its faces out; each a call of the handle API.
+_picture_route("analyze", "/v1/analyze", AnalyzeQuery, schemas.AnalyzeAnswer, "Detect, embed and classify every face", lambda ingress, image, q: ingress.analyze(image, **q))
+_picture_route("detect", "/v1/detect", FaceFilter, schemas.AnalyzeAnswer, "Detect faces only", lambda ingress, image, q: ingress.analyze(image, recognize=False, deepfake=False, **q))
+_picture_route(
+    "embed", "/v1/embed", FaceFilter, schemas.AnalyzeAnswer, "Detect faces and return their embeddings",
+    lambda ingress, image, q: ingress.analyze(image, embeddings=True, deepfake=False, **q), needs="recognizer",
+)
+_picture_route(
+    "deepfake", "/v1/deepfake", FaceFilter, schemas.AnalyzeAnswer, "Detect faces and score each as deepfake",
+    lambda ingress, image, q: ingress.analyze(image, recognize=False, deepfake=True, **q), needs="deepfake",
+)
+_picture_route("identify", "/v1/identify", IdentifyQuery, schemas.IdentifyAnswer, "Each face's closest subjects and a match decision", lambda ingress, image, q: ingress.identify(image, **q))
 
 
 @app.post("/v1/analyze/batch", openapi_extra=_BATCH_BODY, response_model=schemas.BatchAnswer, **_ANSWERS, summary="Analyze several pictures; one result or error each")
@@ -170,25 +202,6 @@ async def analyze_batch(request: Request, query: Annotated[AnalyzeQuery, Query()
         raise ApiError("send multipart/form-data with repeated 'images' fields", "unsupported_media_type")
     files = await read_files(request, ingress.max_body_bytes, max_files=4 * ingress.max_batch_images)
     return {"results": await ingress.analyze_many(files.get("images") or [], **query.model_dump())}
-
-
-@app.post("/v1/detect", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect faces only")
-async def detect(request: Request, query: Annotated[FaceFilter, Query()]):
-    return await _ingress(request).analyze(await _image(request), recognize=False, deepfake=False, **query.model_dump())
-
-
-@app.post("/v1/embed", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect faces and return their embeddings")
-async def embed(request: Request, query: Annotated[FaceFilter, Query()]):
-    ingress = _ingress(request)
-    ingress.need("recognizer")
-    return await ingress.analyze(await _image(request), embeddings=True, deepfake=False, **query.model_dump())
-
-
-@app.post("/v1/deepfake", openapi_extra=_IMAGE_BODY, response_model=schemas.AnalyzeAnswer, **_ANSWERS, summary="Detect faces and score each as deepfake")
-async def deepfake(request: Request, query: Annotated[FaceFilter, Query()]):
-    ingress = _ingress(request)
-    ingress.need("deepfake")
-    return await ingress.analyze(await _image(request), recognize=False, deepfake=True, **query.model_dump())
 
 
 @app.post("/v1/subjects", status_code=201, response_model=schemas.SubjectAnswer, **_ANSWERS, summary="Create a subject (a person to recognise)")
@@ -214,11 +227,6 @@ async def delete_subject(request: Request, subject_id: SubjectId):
 @app.post("/v1/subjects/{subject_id}/faces", status_code=201, openapi_extra=_IMAGE_BODY, response_model=schemas.Enrolled, **_ANSWERS, summary="Enroll the face of a picture")
 async def enroll(request: Request, subject_id: SubjectId, query: Annotated[FaceChoice, Query()]):
     return await _ingress(request).enroll(subject_id, await _image(request), **query.model_dump())
-
-
-@app.post("/v1/identify", openapi_extra=_IMAGE_BODY, response_model=schemas.IdentifyAnswer, **_ANSWERS, summary="Each face's closest subjects and a match decision")
-async def identify(request: Request, query: Annotated[IdentifyQuery, Query()]):
-    return await _ingress(request).identify(await _image(request), **query.model_dump())
 
 
 @app.post("/v1/verify", openapi_extra=_VERIFY_BODY, response_model=schemas.VerifyAnswer, **_ANSWERS, summary="Same person? Two pictures, or a picture and a subject")

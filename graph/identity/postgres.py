@@ -21,7 +21,7 @@ import numpy as np
 
 from graph.config import PgvectorIndex
 from graph.identity.index import sample_impostors
-from graph.identity.store import NO_SUBJECT, GalleryError, _subject_json
+from graph.identity.store import NO_SUBJECT, GalleryError, SqlSubjects, erase_subject
 from models.embedding import ImpostorModel, Match, Metric, is_match
 
 try:
@@ -129,7 +129,7 @@ def index_name(space: str, metric: Metric) -> str:
     return "faces_hnsw_" + hashlib.sha256(f"{space}\0{metric}".encode()).hexdigest()[:16]
 
 
-class PostgresStore:
+class PostgresStore(SqlSubjects):
     """Subjects and embeddings in PostgreSQL (pgvector), one connection per store.
 
     Writes take one advisory lock for their transaction, so face ids commit in order (a reader that
@@ -190,8 +190,8 @@ class PostgresStore:
     def _read(self, query, args: tuple = ()) -> list[tuple]:
         return self._run(lambda conn: conn.execute(query, args).fetchall())
 
-    def _subjects(self, query: str, args: tuple) -> list[dict]:
-        """Subject rows by column name, as the SQLite store's ``_subject_json`` reads them."""
+    def _rows(self, query: str, args: tuple = ()) -> list[dict]:
+        """Rows by column name, as the SQLite store's ``_subject_json`` reads them."""
         return self._run(lambda conn: conn.cursor(row_factory=dict_row).execute(query, args).fetchall())
 
     # ---- subjects ---------------------------------------------------------------------------
@@ -223,21 +223,6 @@ class PostgresStore:
                 counts[subject_id][space] = n
         return counts
 
-    def get_subject(self, subject_id: str) -> dict:
-        rows = self._subjects("SELECT * FROM subjects WHERE id = %s", (subject_id,))
-        if not rows:
-            raise GalleryError(NO_SUBJECT, "not_found")
-        return _subject_json(rows[0], self._face_counts([subject_id])[subject_id])
-
-    def subject_count(self) -> int:
-        return self._read("SELECT COUNT(*) FROM subjects")[0][0]
-
-    def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
-        rows = self._subjects("SELECT * FROM subjects ORDER BY created_at, id LIMIT %s OFFSET %s", (limit, offset))
-        total = self.subject_count()
-        counts = self._face_counts([r["id"] for r in rows])
-        return {"total": total, "limit": limit, "offset": offset, "subjects": [_subject_json(r, counts[r["id"]]) for r in rows]}
-
     def delete_subject(self, subject_id: str) -> int:
         """Erase a subject and every embedding of it from the tables; returns faces erased.
 
@@ -245,15 +230,7 @@ class PostgresStore:
         VACUUM reclaims them, and in the WAL and any backup until those turn over (README).
         """
 
-        def erase(conn) -> int:
-            if conn.execute("SELECT 1 FROM subjects WHERE id = %s FOR UPDATE", (subject_id,)).fetchone() is None:
-                raise GalleryError(NO_SUBJECT, "not_found")
-            faces = conn.execute("DELETE FROM faces WHERE subject_id = %s", (subject_id,)).rowcount
-            conn.execute("DELETE FROM subjects WHERE id = %s", (subject_id,))
-            conn.execute("SELECT nextval('gallery_erasures')")
-            return faces
-
-        return self._run(erase, write=True)
+        return self._run(lambda conn: erase_subject(conn.execute, subject_id, "%s", " FOR UPDATE", "SELECT nextval('gallery_erasures')"), write=True)
 
     # ---- faces ------------------------------------------------------------------------------
 

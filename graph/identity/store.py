@@ -89,7 +89,46 @@ def _subject_json(row: sqlite3.Row, counts: dict[str, int]) -> dict:
     }
 
 
-class GalleryStore:
+
+def erase_subject(execute, subject_id: str, mark: str, lock: str, count_erasure: str) -> int:
+    """Delete a subject's faces and row inside the caller's transaction, and count the erasure; returns faces erased.
+
+    ``execute`` is the connection's; ``mark`` its placeholder, ``lock`` what locks the row
+    (PostgreSQL's ``FOR UPDATE``), ``count_erasure`` the statement that bumps the store's erasure
+    counter, which other replicas follow.
+    """
+    if execute(f"SELECT 1 FROM subjects WHERE id = {mark}{lock}", (subject_id,)).fetchone() is None:
+        raise GalleryError(NO_SUBJECT, "not_found")
+    faces = execute(f"DELETE FROM faces WHERE subject_id = {mark}", (subject_id,)).rowcount
+    execute(f"DELETE FROM subjects WHERE id = {mark}", (subject_id,))
+    execute(count_erasure)
+    return faces
+
+
+class SqlSubjects:
+    """The subject reads both SQL stores answer alike, over their own ``_rows`` (rows by column name; ``%s`` placeholders)."""
+
+    def _rows(self, sql: str, args: tuple = ()) -> list: ...
+
+    def _face_counts(self, subject_ids: list[str]) -> dict[str, dict[str, int]]: ...
+
+    def get_subject(self, subject_id: str) -> dict:
+        rows = self._rows("SELECT * FROM subjects WHERE id = %s", (subject_id,))
+        if not rows:
+            raise GalleryError(NO_SUBJECT, "not_found")
+        return _subject_json(rows[0], self._face_counts([subject_id])[subject_id])
+
+    def subject_count(self) -> int:
+        return self._rows("SELECT COUNT(*) AS n FROM subjects")[0]["n"]
+
+    def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
+        rows = self._rows("SELECT * FROM subjects ORDER BY created_at, id LIMIT %s OFFSET %s", (limit, offset))
+        total = self.subject_count()
+        counts = self._face_counts([r["id"] for r in rows])
+        return {"total": total, "limit": limit, "offset": offset, "subjects": [_subject_json(r, counts[r["id"]]) for r in rows]}
+
+
+class GalleryStore(SqlSubjects):
     """Subjects and embeddings in one SQLite file (WAL, one writer at a time, durable commits).
 
     Deleted rows are overwritten in place (``secure_delete``) and the write-ahead log is
@@ -146,33 +185,13 @@ class GalleryStore:
             counts[row["subject_id"]][row["space"]] = row["n"]
         return counts
 
-    def get_subject(self, subject_id: str) -> dict:
-        rows = self._read("SELECT * FROM subjects WHERE id = ?", (subject_id,))
-        if not rows:
-            raise GalleryError(NO_SUBJECT, "not_found")
-        return _subject_json(rows[0], self._face_counts([subject_id])[subject_id])
-
-    def subject_count(self) -> int:
-        return self._read("SELECT COUNT(*) AS n FROM subjects")[0]["n"]
-
-    def list_subjects(self, limit: int = 100, offset: int = 0) -> dict:
-        rows = self._read("SELECT * FROM subjects ORDER BY created_at, id LIMIT ? OFFSET ?", (limit, offset))
-        total = self.subject_count()
-        counts = self._face_counts([r["id"] for r in rows])
-        return {"total": total, "limit": limit, "offset": offset, "subjects": [_subject_json(r, counts[r["id"]]) for r in rows]}
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        return self._read(sql.replace("%s", "?"), args)
 
     def delete_subject(self, subject_id: str) -> int:
         """Erase a subject and every embedding of it, from the file and its log; returns faces erased."""
 
-        def erase(db: sqlite3.Connection) -> int:
-            if db.execute("SELECT 1 FROM subjects WHERE id = ?", (subject_id,)).fetchone() is None:
-                raise GalleryError(NO_SUBJECT, "not_found")
-            faces = db.execute("DELETE FROM faces WHERE subject_id = ?", (subject_id,)).rowcount
-            db.execute("DELETE FROM subjects WHERE id = ?", (subject_id,))
-            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'erasures'")
-            return faces
-
-        erased = self._write(erase)
+        erased = self._write(lambda db: erase_subject(db.execute, subject_id, "?", "", "UPDATE meta SET value = value + 1 WHERE key = 'erasures'"))
         self._truncate_log()
         return erased
 
