@@ -14,9 +14,6 @@ ROOTS = ("graph", "deployments", "models", "benchmarks")
 # The rule leaves out models/pack/: the converters there write each network's ONNX graph layer by layer.
 EXEMPT = (Path("models/pack"),)
 LIMIT = 60
-# Known over-long functions waiting for their split, as "path:qualified name". Only the lead's
-# graph/cli.py build_parser is here; remove its entry when it is split (the second test says when).
-ALLOWED = frozenset({"graph/cli.py:build_parser"})
 
 
 def function_lengths(source: str) -> dict[str, int]:
@@ -53,15 +50,10 @@ def too_long() -> dict[str, int]:
 
 
 def test_no_function_outside_the_pack_is_longer_than_60_lines():
-    offenders = {name: lines for name, lines in too_long().items() if name not in ALLOWED}
+    offenders = too_long()
     assert not offenders, f"functions over {LIMIT} lines (split them into functions that each do one job): " + ", ".join(
         f"{name} ({lines})" for name, lines in sorted(offenders.items())
     )
-
-
-def test_the_allowed_functions_are_still_too_long():
-    stale = ALLOWED - set(too_long())
-    assert not stale, f"no longer over {LIMIT} lines, so take them off ALLOWED: {', '.join(sorted(stale))}"
 
 
 def test_length_counts_from_the_def_line_and_names_methods_and_inner_functions():
