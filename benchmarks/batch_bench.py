@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks import machine
-from benchmarks.graph_bench import ray_resources
-from benchmarks.load import Phase
-from benchmarks.pictures import Picture, photo_pictures, picture_mix, style_for
-from benchmarks.stats import median_or_none, ratio
-from graph.config import FacegraphConfig
+from facegraph.benchmarks import machine
+from facegraph.benchmarks.graph_bench import ray_resources
+from facegraph.benchmarks.load import Phase
+from facegraph.benchmarks.pictures import Picture, photo_pictures, picture_mix, style_for
+from facegraph.benchmarks.stats import median_or_none, ratio
+from facegraph.graph.config import FacegraphConfig
 
 LEVELS = (4, 16, 64)
 
@@ -49,7 +49,7 @@ def write_archive(pictures: Sequence[Picture], folder: Path, copies: int) -> int
 
 def _job(config: FacegraphConfig, pictures: Sequence[Picture], copies: int, workdir: Path) -> dict:
     """One run of the job over ``copies`` copies of the pictures (fresh folders, an empty DEST)."""
-    from graph.batch.job import run_job
+    from facegraph.graph.batch.job import run_job
 
     source, dest = workdir / f"archive-{copies}", workdir / f"out-{copies}"
     count = write_archive(pictures, source, copies)
@@ -116,7 +116,7 @@ def _graph(config: FacegraphConfig, pictures: Sequence[Picture], levels: Sequenc
     """The served graph under closed-loop HTTP load at ``levels`` clients, on its own fresh local Ray."""
     import asyncio
 
-    from benchmarks.graph_bench import GraphBench
+    from facegraph.benchmarks.graph_bench import GraphBench
 
     load_before = _load()
     served = GraphBench(config, pictures)
@@ -199,7 +199,7 @@ def _ratios(decode_in: str, done: Sequence[dict]) -> dict:
 
 
 def main(args) -> int:
-    from models.extras import require
+    from facegraph.models.extras import require
 
     require("facegraph bench-batch", "bench")
     try:
@@ -208,7 +208,7 @@ def main(args) -> int:
         print(f"facegraph bench-batch: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from benchmarks.run import load_config
+    from facegraph.benchmarks.run import load_config
 
     phase = Phase(warmup_s=0.5, measure_s=2.0) if args.quick else Phase(warmup_s=3.0, measure_s=12.0)
     out = Path(args.out)

@@ -11,9 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.models_bench import stage_threads, stages_of
-from benchmarks.services import crop_spec_to_json
-from graph.config import FacegraphConfig
+from facegraph.benchmarks.models_bench import stage_threads, stages_of
+from facegraph.benchmarks.services import crop_spec_to_json
+from facegraph.graph.config import FacegraphConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
@@ -44,7 +44,7 @@ class ServiceChain:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         log = open(self.log_dir / f"service-{role}.log", "wb")
         self.processes[role] = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.services", role, "--port", str(port), "--settings", json.dumps(settings)],
+            [sys.executable, "-m", "facegraph.benchmarks.services", role, "--port", str(port), "--settings", json.dumps(settings)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.machine import NAMESPACE_HINT
-from models.extras import require
+from facegraph.benchmarks.machine import NAMESPACE_HINT
+from facegraph.models.extras import require
 
 
 def _bench(args) -> int:
     require("facegraph bench", "bench")
-    from benchmarks.run import main
+    from facegraph.benchmarks.run import main
 
     return main(args)
 
 
 def serving_modes(text: str) -> tuple[str, ...]:
-    from graph.serving import MODES
+    from facegraph.graph.serving import MODES
 
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = [m for m in modes if m not in MODES]
@@ -61,10 +61,10 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
         "--no-detectors", action="store_true", help="leave out the detector table (14 minutes on 2 loaded cores; `facegraph bench-detectors` runs it alone)"
     )
     bench.set_defaults(func=_bench)
-    from benchmarks.batch_bench import add_parser as add_batch_parser
-    from benchmarks.detectors import add_parser as add_detectors_parser
-    from benchmarks.gallery_ann import add_parser as add_gallery_ann_parser
-    from benchmarks.gallery_bench import add_parser as add_gallery_parser
+    from facegraph.benchmarks.batch_bench import add_parser as add_batch_parser
+    from facegraph.benchmarks.detectors import add_parser as add_detectors_parser
+    from facegraph.benchmarks.gallery_ann import add_parser as add_gallery_ann_parser
+    from facegraph.benchmarks.gallery_bench import add_parser as add_gallery_parser
 
     add_gallery_parser(sub)
     add_gallery_ann_parser(sub)

@@ -25,11 +25,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.photos import MATCH_IOU, SAME_PEOPLE, Labelled, framed_photos, load_photos, match, skimage_pictures
-from benchmarks.pictures import Picture, astronaut_crowd, composite_720p, picture_mix
-from graph.config import FacegraphConfig, default_cache_dir
-from models.base import Adapter
-from models.registry import ModelSpec, load_model
+from facegraph.benchmarks.photos import MATCH_IOU, SAME_PEOPLE, Labelled, framed_photos, load_photos, match, skimage_pictures
+from facegraph.benchmarks.pictures import Picture, astronaut_crowd, composite_720p, picture_mix
+from facegraph.graph.config import FacegraphConfig, default_cache_dir
+from facegraph.models.base import Adapter
+from facegraph.models.registry import ModelSpec, load_model
 
 SMALL_SIDE = 1024
 # The reach probe: group-t1's six faces (about 100 px wide) scaled to these widths, in a 3840 x 2160 picture.
@@ -226,7 +226,7 @@ def identification(detector, recognizer, photos: Sequence[Labelled]) -> dict | N
     """
     import numpy as np
 
-    from models.geometry import crop_face, iou
+    from facegraph.models.geometry import crop_face, iou
 
     by_name = {p.name: p for p in photos if p.frame is None}
     if "group-t1.jpg" not in by_name or "multiface.jpg" not in by_name:
@@ -459,8 +459,8 @@ def curve_table(result: dict) -> list[list]:
 
 def main(args) -> int:
     """``facegraph bench-detectors``."""
-    from models.extras import require
-    from benchmarks.report import _table
+    from facegraph.models.extras import require
+    from facegraph.benchmarks.report import _table
 
     require("facegraph bench-detectors", "bench")
 

@@ -18,18 +18,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.machine import machine_info
-from benchmarks.synthetic_gallery import DIMENSION, SAMPLES, SPACE, full_batches, overlap_share, time_search, top1_share
-from graph.config import FaissConfig
-from graph.identity.index import GalleryIndex
-from graph.identity.store import GalleryStore
+from facegraph.benchmarks.machine import machine_info
+from facegraph.benchmarks.synthetic_gallery import DIMENSION, SAMPLES, SPACE, full_batches, overlap_share, time_search, top1_share
+from facegraph.graph.config import FaissConfig
+from facegraph.graph.identity.index import GalleryIndex
+from facegraph.graph.identity.store import GalleryStore
 
 NOISE = 0.35  # per-sample noise (norm), relative to unit-norm centres
 CHUNK = 100_000
 
 
 def _rss_mb() -> float:
-    from graph.process import rss_mb
+    from facegraph.graph.process import rss_mb
 
     return rss_mb()
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.machine import machine_info
-from benchmarks.stats import summary_ms
-from graph.identity.index import GalleryIndex
-from graph.identity.store import GalleryStore
+from facegraph.benchmarks.machine import machine_info
+from facegraph.benchmarks.stats import summary_ms
+from facegraph.graph.identity.index import GalleryIndex
+from facegraph.graph.identity.store import GalleryStore
 
 SPACE = "synthetic:0000000000000000:fp32"
 DIMENSION = 128  # dlib ResNet's embedding length
@@ -32,7 +32,7 @@ def _embeddings(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _rss_mb() -> float:
-    from graph.process import rss_mb
+    from facegraph.graph.process import rss_mb
 
     return rss_mb()
 

@@ -6,7 +6,7 @@ throwaway server (unix socket), time exact searches (the scan the postgres backe
 brute force: top-1 identity (the identity a query was drawn from), recall@1 and recall@10 of the
 subjects exact search ranks first. Then project 10M and 100M from the measured growth.
 
-    python -m benchmarks.gallery_postgres --sizes 100000 1000000 --out benchmarks/results/...
+    python -m facegraph.benchmarks.gallery_postgres --sizes 100000 1000000 --out benchmarks/results/...
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from benchmarks.local_postgres import LocalPostgres
-from benchmarks.machine import machine_info
-from benchmarks.synthetic_gallery import DIMENSION, SAMPLES, SPACE, full_batches, overlap_share, time_search, top1_share
-from graph.config import PgvectorIndex
-from graph.identity.postgres import PostgresStore, index_name
+from facegraph.benchmarks.local_postgres import LocalPostgres
+from facegraph.benchmarks.machine import machine_info
+from facegraph.benchmarks.synthetic_gallery import DIMENSION, SAMPLES, SPACE, full_batches, overlap_share, time_search, top1_share
+from facegraph.graph.config import PgvectorIndex
+from facegraph.graph.identity.postgres import PostgresStore, index_name
 
 NOISE = 0.05  # per coordinate: a sample's cosine to its identity's centre is about 0.87
 CHUNK = 50_000  # identities per COPY

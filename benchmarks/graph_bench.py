@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks import procstat
-from benchmarks.chain import free_port
-from benchmarks.load import Phase, closed_loop, handle_sender, http_sender
-from benchmarks.pictures import Picture
-from benchmarks.profiles import RATE
-from graph.config import FacegraphConfig
-from graph.serving import DEFAULT_MODE, Mode, local_runtime_env
-from models.gpu import list_gpus
+from facegraph.benchmarks import procstat
+from facegraph.benchmarks.chain import free_port
+from facegraph.benchmarks.load import Phase, closed_loop, handle_sender, http_sender
+from facegraph.benchmarks.pictures import Picture
+from facegraph.benchmarks.profiles import RATE
+from facegraph.graph.config import FacegraphConfig
+from facegraph.graph.serving import DEFAULT_MODE, Mode, local_runtime_env
+from facegraph.models.gpu import list_gpus
 
 
 def ray_resources(config: FacegraphConfig) -> dict:
@@ -123,7 +123,7 @@ class GraphBench:
         import ray
         from ray import serve
 
-        from graph.app import build_app
+        from facegraph.graph.app import build_app
 
         if ray.is_initialized():
             raise RuntimeError("Ray is already initialised in this process; the benchmark starts its own local Ray")

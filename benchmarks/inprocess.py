@@ -15,12 +15,12 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from benchmarks.models_bench import load_stage, stages_of
-from benchmarks.pictures import Picture
-from benchmarks.stats import summary_ms
-from graph.config import FacegraphConfig
-from models.pipeline import DetectRequest, classify_batch, detect_batch, embed_batch
-from models.registry import LoadedModel
+from facegraph.benchmarks.models_bench import load_stage, stages_of
+from facegraph.benchmarks.pictures import Picture
+from facegraph.benchmarks.stats import summary_ms
+from facegraph.graph.config import FacegraphConfig
+from facegraph.models.pipeline import DetectRequest, classify_batch, detect_batch, embed_batch
+from facegraph.models.registry import LoadedModel
 
 
 class Pipeline:

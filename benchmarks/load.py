@@ -12,8 +12,8 @@ from typing import Awaitable, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.pictures import Picture
-from benchmarks.stats import summary_ms
+from facegraph.benchmarks.pictures import Picture
+from facegraph.benchmarks.stats import summary_ms
 
 Send = Callable[[Picture], Awaitable[dict]]
 DRAIN_TIMEOUT_S = 60.0

@@ -127,7 +127,7 @@ def _memory_gib() -> float:
 
 
 def machine_info() -> MachineInfo:
-    from models.gpu import list_gpus
+    from facegraph.models.gpu import list_gpus
 
     gpus = tuple(f"{g.name} ({g.memory_total_mb:.0f} MiB)" for g in list_gpus())
     return MachineInfo(

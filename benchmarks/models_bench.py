@@ -13,12 +13,12 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.pictures import Picture
-from benchmarks.stats import summary_ms
-from graph.config import FacegraphConfig, StageConfig
-from models.geometry import crop_face
-from models.registry import LoadedModel, load_model
-from models.types import CropSpec, Face
+from facegraph.benchmarks.pictures import Picture
+from facegraph.benchmarks.stats import summary_ms
+from facegraph.graph.config import FacegraphConfig, StageConfig
+from facegraph.models.geometry import crop_face
+from facegraph.models.registry import LoadedModel, load_model
+from facegraph.models.types import CropSpec, Face
 
 ROLES = {"detector": "detector", "recognizer": "recognizer", "deepfake": "classifier"}
 

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.imaging import decode_image
+from facegraph.models.imaging import decode_image
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 # A detection and a marked face are the same face above this IoU (boxes of different
@@ -140,7 +140,7 @@ def framed_photos(photos: Sequence[Labelled]) -> list[Labelled]:
 
 
 def _image_size(data: bytes) -> tuple[int, int]:
-    from models.imaging import image_size
+    from facegraph.models.imaging import image_size
 
     return image_size(data)
 
@@ -162,7 +162,7 @@ class Score:
 
 def match(marked: Sequence[Sequence[float]], detected: Sequence[Sequence[float]], threshold: float = MATCH_IOU) -> tuple[int, int]:
     """(marked faces found, detections matching no marked face); each face matches one detection at most."""
-    from models.geometry import iou
+    from facegraph.models.geometry import iou
 
     if not len(marked) or not len(detected):
         return 0, len(detected)

@@ -21,7 +21,7 @@ from typing import Literal, Sequence
 import cv2
 import numpy as np
 
-from models.imaging import decode_image, encode_jpeg
+from facegraph.models.imaging import decode_image, encode_jpeg
 
 Style = Literal["faces", "squares", "photo"]
 FACE_COUNTS = (0, 1, 3, 8)
@@ -215,7 +215,7 @@ def astronaut_crowd(rows: int = 10, cols: int = 10) -> Picture:
 
 def photo_pictures(folder=None) -> list[Picture]:
     """The marked JPEG photos found in ``folder`` (default ``../shared/photos``), as benchmark pictures."""
-    from benchmarks.photos import load_photos
+    from facegraph.benchmarks.photos import load_photos
 
     out = []
     for photo in load_photos(folder)[0]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.stats import ratio
+from facegraph.benchmarks.stats import ratio
 
 # The chain and the graph are compared at this many clients.
 CHAIN_LEVEL = 16

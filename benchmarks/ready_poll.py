@@ -6,7 +6,7 @@ same HTTP work without a status call. ``ready / control`` is what the status cal
 Run it inside a private network namespace with only loopback (it refuses otherwise):
 
     RAY_USAGE_STATS_ENABLED=0 unshare -n -p -f --mount-proc sh -c \\
-        'ip link set lo up && .venv/bin/python -m benchmarks.ready_poll --out ready-out'
+        'ip link set lo up && .venv/bin/python -m facegraph.benchmarks.ready_poll --out ready-out'
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.graph_bench import GraphBench
-from benchmarks.load import Phase, closed_loop, http_sender
-from benchmarks.machine import machine_info, require_loopback_only
-from benchmarks.pictures import picture_mix
-from graph.config import FacegraphConfig, load_serve_config
+from facegraph.benchmarks.graph_bench import GraphBench
+from facegraph.benchmarks.load import Phase, closed_loop, http_sender
+from facegraph.benchmarks.machine import machine_info, require_loopback_only
+from facegraph.benchmarks.pictures import picture_mix
+from facegraph.graph.config import FacegraphConfig, load_serve_config
 
 
 KINDS = ("none", "ready", "control")
@@ -85,7 +85,7 @@ def measure(config: FacegraphConfig, rounds: int = 3, seconds: float = 20.0, con
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ready_poll", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m facegraph.benchmarks.ready_poll", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="a Serve config YAML (default: the built-in default)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of three windows (no polls, /ready, control)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per window")

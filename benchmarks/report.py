@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.machine import NAMESPACE_HINT
+from facegraph.benchmarks.machine import NAMESPACE_HINT
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -138,7 +138,7 @@ def _pictures_section(results: dict) -> list[str]:
 
 def _detectors_section(d: dict) -> list[str]:
     """The bench-detectors table: what each pack detector finds and costs, and the cheapest that finds every face."""
-    from benchmarks.detectors import CURVE_HEADER, TABLE_HEADER, curve_table, floors_text, table
+    from facegraph.benchmarks.detectors import CURVE_HEADER, TABLE_HEADER, curve_table, floors_text, table
 
     lines = [
         "## Detectors (every pack detector, one picture per call, straight on the adapter)",

@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks import machine
-from benchmarks.load import Phase
-from benchmarks.models_bench import FULL, QUICK, Budget, bench_models
-from benchmarks.pictures import Picture, Style, Verification, photo_pictures, picture_mix, style_for, verify
-from benchmarks.ratios import CHAIN_LEVEL, check_targets, compute_ratios
-from benchmarks.serving_rounds import ROUND_LEVELS, later_round, round_entry, summarise as summarise_rounds
-from graph.config import FacegraphConfig, load_serve_config
-from graph.serving import DEFAULT_MODE, Mode
-from models.types import CropSpec
+from facegraph.benchmarks import machine
+from facegraph.benchmarks.load import Phase
+from facegraph.benchmarks.models_bench import FULL, QUICK, Budget, bench_models
+from facegraph.benchmarks.pictures import Picture, Style, Verification, photo_pictures, picture_mix, style_for, verify
+from facegraph.benchmarks.ratios import CHAIN_LEVEL, check_targets, compute_ratios
+from facegraph.benchmarks.serving_rounds import ROUND_LEVELS, later_round, round_entry, summarise as summarise_rounds
+from facegraph.graph.config import FacegraphConfig, load_serve_config
+from facegraph.graph.serving import DEFAULT_MODE, Mode
+from facegraph.models.types import CropSpec
 
 SCHEMA_VERSION = 1
 
@@ -90,7 +90,7 @@ def _measure_graph(
     ``probe(graph)``, when given, runs after the load while the graph is still up (e.g. to read
     each replica's GPU memory); what it returns is kept under the facts' ``probe``.
     """
-    from benchmarks.graph_bench import GraphBench
+    from facegraph.benchmarks.graph_bench import GraphBench
 
     graph = GraphBench(config, pictures, serving)
     graph.start()
@@ -108,8 +108,8 @@ def _measure_graph(
 
 def _baseline(config: FacegraphConfig, name: str, pictures, photos, plan: Plan, progress: bool) -> dict:
     """The baseline config on the same pictures: its detector alone, in-process, and the graph at CHAIN_LEVEL clients."""
-    from benchmarks.inprocess import bench_inprocess
-    from benchmarks.models_bench import bench_one, load_stage
+    from facegraph.benchmarks.inprocess import bench_inprocess
+    from facegraph.benchmarks.models_bench import bench_one, load_stage
 
     _say(f"[bench] baseline {name}: its detector, in-process, graph at {CHAIN_LEVEL} clients")
     detector = load_stage(config, "detector")
@@ -189,7 +189,7 @@ class _BenchRun:
 
     def pack_detectors(self, photos: Path | None, quick: bool) -> dict:
         """The bench-detectors table: every pack detector on marked photos and composed pictures."""
-        from benchmarks.detectors import bench_detectors
+        from facegraph.benchmarks.detectors import bench_detectors
 
         _say("[bench] every pack detector on marked photos and composed pictures")
         table = bench_detectors(photos, quick=quick, progress=self.progress, cache=self.config.cache_dir())
@@ -198,7 +198,7 @@ class _BenchRun:
 
     def inprocess(self, with_photos: bool) -> tuple[dict, dict | None]:
         """The in-process pipeline on every picture (the ceiling), and on the real photos alone when ``with_photos``."""
-        from benchmarks.inprocess import bench_inprocess
+        from facegraph.benchmarks.inprocess import bench_inprocess
 
         _say("[bench] in-process pipeline (the ceiling)")
         everything = bench_inprocess(self.config, self.pictures, self.plan.inprocess_s, self.progress)
@@ -209,7 +209,7 @@ class _BenchRun:
 
     def chain(self, crop_specs: dict[str, CropSpec], levels: Sequence[int]) -> list[dict]:
         """Start the service-per-model chain, load it over HTTP at each level, stop it."""
-        from benchmarks.chain import ServiceChain
+        from facegraph.benchmarks.chain import ServiceChain
 
         with ServiceChain(self.config, crop_specs, self.out_dir / "logs") as chain:
             url = chain.start()
@@ -334,12 +334,12 @@ def _write_outputs(results: dict, out_dir: Path, profile: bool) -> None:
     and again once the files list names the report.
     """
     if profile:
-        from benchmarks.profiles import summarise
+        from facegraph.benchmarks.profiles import summarise
 
         results["profiles"] = summarise(out_dir / "profiles")
 
-    from benchmarks.plots import write_plots
-    from benchmarks.report import write_report
+    from facegraph.benchmarks.plots import write_plots
+    from facegraph.benchmarks.report import write_report
 
     results["files"] = {"plots": write_plots(results, out_dir)}
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -352,8 +352,8 @@ def _write_outputs(results: dict, out_dir: Path, profile: bool) -> None:
 async def _chain_loads(url: str, pictures, levels: Sequence[int], phase: Phase, pids: dict[str, int], progress: bool) -> list[dict]:
     import aiohttp
 
-    from benchmarks import procstat
-    from benchmarks.load import closed_loop, http_sender
+    from facegraph.benchmarks import procstat
+    from facegraph.benchmarks.load import closed_loop, http_sender
 
     labels = {pid: f"service {role}" for role, pid in pids.items()}
     labels[os.getpid()] = "client (bench process)"

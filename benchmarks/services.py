@@ -5,7 +5,7 @@ Starlette's thread pool; the gateway posts the picture to the detector service, 
 the crops to the recognizer and classifier services concurrently, and answers with the
 graph's JSON shape. Started as loopback subprocesses by :mod:`benchmarks.chain`:
 
-    python -m benchmarks.services ROLE --port PORT --settings JSON
+    python -m facegraph.benchmarks.services ROLE --port PORT --settings JSON
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def crop_spec_to_json(spec) -> dict:
 
 
 def _crop_spec(data: dict):
-    from models.types import CropSpec
+    from facegraph.models.types import CropSpec
 
     template = tuple(tuple(p) for p in data["template"]) if data.get("template") else None
     # Every field, so the chain cuts exactly the crops the graph cuts (points, dlib's convention).
@@ -54,7 +54,7 @@ def _npy(array: np.ndarray) -> bytes:
 def _load(settings: dict):
     from pathlib import Path
 
-    from models.registry import ModelSpec, load_model
+    from facegraph.models.registry import ModelSpec, load_model
 
     spec = ModelSpec.model_validate(settings["spec"])
     return load_model(spec, cpu_threads=int(settings["threads"]), cache_dir=Path(settings["cache"]), role=settings["role"]).adapter
@@ -66,7 +66,7 @@ async def _health(_: Request) -> Response:
 
 def detector_app(settings: dict) -> Starlette:
     """POST /detect: picture bytes in; npz out (boxes, scores, landmarks, crops_<stage>, timings)."""
-    from models.pipeline import DetectRequest, detect_batch
+    from facegraph.models.pipeline import DetectRequest, detect_batch
 
     adapter = _load({**settings, "role": "detector"})
     crops = {stage: _crop_spec(spec) for stage, spec in settings["crops"].items()}

@@ -14,11 +14,11 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from benchmarks.load import Phase
-from benchmarks.ratios import CHAIN_LEVEL
-from benchmarks.stats import median_or_none, ratio
-from graph.config import FacegraphConfig
-from graph.serving import Mode
+from facegraph.benchmarks.load import Phase
+from facegraph.benchmarks.ratios import CHAIN_LEVEL
+from facegraph.benchmarks.stats import median_or_none, ratio
+from facegraph.graph.config import FacegraphConfig
+from facegraph.graph.serving import Mode
 
 ROUND_LEVELS = (1, CHAIN_LEVEL)
 METRICS = ("graph_vs_service_chain_throughput", "graph_vs_inprocess_throughput", "overhead_p50_ms_c1")
@@ -98,7 +98,7 @@ def later_round(
     progress: bool,
 ) -> dict:
     """One more round: in-process, then the chain and every mode's graph, in an order that alternates by round."""
-    from benchmarks.inprocess import bench_inprocess
+    from facegraph.benchmarks.inprocess import bench_inprocess
 
     print(f"[bench] round {number}: in-process, service chain and graph ({', '.join(modes)}) at 1 and {CHAIN_LEVEL} clients", file=sys.stderr, flush=True)
     inprocess = bench_inprocess(config, pictures, inprocess_s, progress)

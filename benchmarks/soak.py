@@ -3,7 +3,7 @@
 Run it inside a private network namespace with only loopback (it refuses otherwise):
 
     RAY_USAGE_STATS_ENABLED=0 unshare -n -p -f --mount-proc sh -c \\
-        'ip link set lo up && .venv/bin/python -m benchmarks.soak --seconds 600 --out soak-out'
+        'ip link set lo up && .venv/bin/python -m facegraph.benchmarks.soak --seconds 600 --out soak-out'
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.graph_bench import GraphBench
-from benchmarks.load import Phase, closed_loop, http_sender
-from benchmarks.machine import machine_info, require_loopback_only
-from benchmarks.pictures import picture_mix
-from graph.config import FacegraphConfig, load_serve_config
+from facegraph.benchmarks.graph_bench import GraphBench
+from facegraph.benchmarks.load import Phase, closed_loop, http_sender
+from facegraph.benchmarks.machine import machine_info, require_loopback_only
+from facegraph.benchmarks.pictures import picture_mix
+from facegraph.graph.config import FacegraphConfig, load_serve_config
 
 _SERVE_PROCESS = re.compile(r"ray::(ServeReplica:[^:\s]*:\w+|ProxyActor|ServeController)")
 
@@ -96,7 +96,7 @@ def soak(config: FacegraphConfig, seconds: float, concurrency: int, progress: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m facegraph.benchmarks.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600.0, help="how long to keep the load on")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     parser.add_argument("--config", help="a Serve config YAML (default: the built-in default)")

@@ -12,7 +12,7 @@ from typing import Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 
-from benchmarks.stats import summary_ms
+from facegraph.benchmarks.stats import summary_ms
 
 SPACE = "synthetic:0000000000000000:fp32"
 DIMENSION = 128

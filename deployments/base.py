@@ -14,10 +14,10 @@ import ray
 from ray import serve
 from ray.serve import metrics
 
-from graph.config import Batching
-from graph.core.stages import answered_by, load_stage
-from graph.process import assigned_resources, rss_mb
-from models.registry import ModelSpec
+from facegraph.graph.config import Batching
+from facegraph.graph.core.stages import answered_by, load_stage
+from facegraph.graph.process import assigned_resources, rss_mb
+from facegraph.models.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
 

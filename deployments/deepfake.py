@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from deployments.base import ModelReplica, faces_in, in_batches
-from graph.core.wire import Verdicts
-from models.pipeline import check_crops, classify_batch
-from models.types import Classification
+from facegraph.deployments.base import ModelReplica, faces_in, in_batches
+from facegraph.graph.core.wire import Verdicts
+from facegraph.models.pipeline import check_crops, classify_batch
+from facegraph.models.types import Classification
 
 
 @serve.deployment

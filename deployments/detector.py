@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from deployments.base import ModelReplica
-from models.registry import ModelSpec
-from models.pipeline import DetectReply, DetectRequest, detect_batch
+from facegraph.deployments.base import ModelReplica
+from facegraph.models.registry import ModelSpec
+from facegraph.models.pipeline import DetectReply, DetectRequest, detect_batch
 
 
 @serve.deployment

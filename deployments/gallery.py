@@ -11,14 +11,14 @@ from functools import partial
 import numpy as np
 from ray import serve
 
-from deployments.base import apply_batching, batch_metrics, in_batches
-from graph.core.wire import SearchAnswer, SearchRequest
-from graph.config import Batching, StoreSettings
-from graph.identity.backends import database_search, open_store
-from graph.identity.index import GalleryIndex, search_batch
-from graph.identity.store import GalleryError
-from graph.process import rss_mb
-from models.embedding import Match, Metric, distances, is_match, similarities
+from facegraph.deployments.base import apply_batching, batch_metrics, in_batches
+from facegraph.graph.core.wire import SearchAnswer, SearchRequest
+from facegraph.graph.config import Batching, StoreSettings
+from facegraph.graph.identity.backends import database_search, open_store
+from facegraph.graph.identity.index import GalleryIndex, search_batch
+from facegraph.graph.identity.store import GalleryError
+from facegraph.graph.process import rss_mb
+from facegraph.models.embedding import Match, Metric, distances, is_match, similarities
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from deployments.base import ModelReplica, faces_in, in_batches
-from graph.core.wire import Embeddings
-from graph.core.stages import embedding_space
-from models.pipeline import check_crops, embed_batch
-from models.registry import ModelSpec
+from facegraph.deployments.base import ModelReplica, faces_in, in_batches
+from facegraph.graph.core.wire import Embeddings
+from facegraph.graph.core.stages import embedding_space
+from facegraph.models.pipeline import check_crops, embed_batch
+from facegraph.models.registry import ModelSpec
 
 
 @serve.deployment

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ray.serve import Application
 
-from deployments.deepfake import DeepfakeClassifier
-from deployments.detector import Detector
-from deployments.gallery import Gallery
-from deployments.recognizer import Recognizer
-from graph.config import FacegraphConfig, StageConfig
-from graph.ingress import Ingress
+from facegraph.deployments.deepfake import DeepfakeClassifier
+from facegraph.deployments.detector import Detector
+from facegraph.deployments.gallery import Gallery
+from facegraph.deployments.recognizer import Recognizer
+from facegraph.graph.config import FacegraphConfig, StageConfig
+from facegraph.graph.ingress import Ingress
 
 DEPLOYMENT_NAMES = {
     "detector": "Detector",

@@ -14,7 +14,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from graph.errors import ApiError
+from facegraph.graph.errors import ApiError
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif", "application/octet-stream")
 # Text fields a form may carry besides its files (none are read; a few are tolerated).

@@ -15,7 +15,7 @@ COMMANDS = "facegraph.commands"
 
 
 def _doctor(args) -> int:
-    from models.doctor import diagnose, render
+    from facegraph.models.doctor import diagnose, render
 
     report = diagnose(args.device)
     print(json.dumps(report, indent=2) if args.json else render(report))
@@ -31,9 +31,9 @@ def _serve(args) -> int:
     import ray
     from ray import serve
 
-    from graph.app import build_app
-    from graph.config import FacegraphConfig, load_serve_config
-    from graph.serving import local_runtime_env
+    from facegraph.graph.app import build_app
+    from facegraph.graph.config import FacegraphConfig, load_serve_config
+    from facegraph.graph.serving import local_runtime_env
 
     config = load_serve_config(args.config)[0] if args.config else FacegraphConfig()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -62,8 +62,8 @@ def _batch(args) -> int:
     import ray
     from ray.data import DataContext
 
-    from graph.batch.job import run_job
-    from graph.config import FacegraphConfig, load_serve_config
+    from facegraph.graph.batch.job import run_job
+    from facegraph.graph.config import FacegraphConfig, load_serve_config
 
     config = load_serve_config(args.config)[0] if args.config else FacegraphConfig()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -88,14 +88,14 @@ def _batch(args) -> int:
 def _cache(args):
     from pathlib import Path
 
-    from graph.config import default_cache_dir
+    from facegraph.graph.config import default_cache_dir
 
     return Path(args.cache).expanduser() if args.cache else default_cache_dir()
 
 
 def _models_build(args) -> int:
-    from models.extras import require
-    from models.pack.build import build_pack
+    from facegraph.models.extras import require
+    from facegraph.models.pack.build import build_pack
 
     require("facegraph models build", "convert")  # BlazeFace's weights come as TFLite
     cache = _cache(args)
@@ -106,7 +106,7 @@ def _models_build(args) -> int:
 
 
 def _models_list(args) -> int:
-    from models.pack.build import read_manifest
+    from facegraph.models.pack.build import read_manifest
 
     cache = _cache(args)
     manifest = read_manifest(cache)
@@ -125,7 +125,7 @@ def _models_list(args) -> int:
 
 
 def _models_demo_classifier(args) -> int:
-    from models.demo import write_hf_classifier
+    from facegraph.models.demo import write_hf_classifier
 
     write_hf_classifier(args.out)
     print(f"wrote a generated image classifier in the Hugging Face layout to {args.out}")
@@ -136,9 +136,9 @@ def _models_demo_classifier(args) -> int:
 def _models_optimize(args) -> int:
     from pathlib import Path
 
-    from models.errors import FacegraphError
-    from models.extras import require
-    from models.optimize import AccuracyFloorError, format_table, optimize
+    from facegraph.models.errors import FacegraphError
+    from facegraph.models.extras import require
+    from facegraph.models.optimize import AccuracyFloorError, format_table, optimize
 
     require("facegraph optimize", "convert", "bench")  # the converters; its measurement pictures are scikit-image's
 
@@ -203,7 +203,7 @@ def _add_models(sub) -> None:
 
 
 def _add_optimize(sub) -> None:
-    from models.optimize.floors import METHODS
+    from facegraph.models.optimize.floors import METHODS
 
     optimize = sub.add_parser("optimize", help="make an fp16 / int8 / q4 / bnb4 / ORT-optimised variant of a model, measured against fp32")
     optimize.add_argument("model", help="a default pack model (centerface, blazeface, mtcnn, dlib-resnet) or a path to an ONNX file or Hugging Face folder")
@@ -234,7 +234,7 @@ def _add_batch(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    from graph.serving import DEFAULT_MODE, MODES
+    from facegraph.graph.serving import DEFAULT_MODE, MODES
 
     run = sub.add_parser("serve", help="start an embedded local Ray, deploy the graph and serve HTTP")
     run.add_argument("--config", help="a Serve config YAML (e.g. cluster/local.yaml); default: the built-in default")

@@ -12,10 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from models.errors import MisfitError, UnknownFamilyError
-from models.geometry import alignment_points
-from models.imaging import DEFAULT_MAX_PIXELS
-from models.registry import ModelSpec, detector_landmarks, family_class
+from facegraph.models.errors import MisfitError, UnknownFamilyError
+from facegraph.models.geometry import alignment_points
+from facegraph.models.imaging import DEFAULT_MAX_PIXELS
+from facegraph.models.registry import ModelSpec, detector_landmarks, family_class
 
 ENV_CACHE = "FACEGRAPH_CACHE"
 ENV_API_KEYS = "FACEGRAPH_API_KEYS"
@@ -302,7 +302,7 @@ def load_serve_config(path: str | Path) -> tuple[FacegraphConfig, dict]:
     """Read a Serve config YAML: the facegraph app's ``args`` and the file's ``http_options``."""
     data = yaml.safe_load(Path(path).read_text()) or {}
     apps = data.get("applications") or []
-    app = next((a for a in apps if a.get("import_path") == "graph.app:build_app"), None)
+    app = next((a for a in apps if a.get("import_path") == "facegraph.graph.app:build_app"), None)
     if app is None:
-        raise ValueError(f"{path}: no application with import_path graph.app:build_app")
+        raise ValueError(f"{path}: no application with import_path facegraph.graph.app:build_app")
     return FacegraphConfig.model_validate(app.get("args") or {}), data.get("http_options") or {}

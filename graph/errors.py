@@ -19,7 +19,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import FacegraphError
+from facegraph.models.errors import FacegraphError
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _mapping(method):
 
 def error_response(error: ApiError) -> JSONResponse:
     try:
-        from graph.metrics import ingress_metrics
+        from facegraph.graph.metrics import ingress_metrics
 
         ingress_metrics().errors.inc(tags={"code": error.code, "status": str(error.status)})
     except Exception:  # metrics must never turn an answer into a failure

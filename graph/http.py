@@ -16,10 +16,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from ray import serve
 
-from graph import errors, schemas, webui
-from graph.bodies import IMAGE_TYPES, content_type, read_files, read_image
-from graph.errors import ApiError
-from graph.identity.store import MAX_OFFSET, MAX_PAGE
+from facegraph.graph import errors, schemas, webui
+from facegraph.graph.bodies import IMAGE_TYPES, content_type, read_files, read_image
+from facegraph.graph.errors import ApiError
+from facegraph.graph.identity.store import MAX_OFFSET, MAX_PAGE
 
 # The web page is public like /docs; the API calls it makes carry the key its user types in.
 PUBLIC_PATHS = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect", *webui.PATHS)

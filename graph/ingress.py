@@ -13,13 +13,13 @@ import asyncio
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from graph.core.analysis import Analysis, Options
-from graph.config import FacegraphConfig
-from graph.errors import ApiError, as_api_error, raising_api_errors
-from graph.http import app
-from graph.core.identities import Identities
-from graph.metrics import ingress_metrics
-from graph.status import ServeStatus, Status
+from facegraph.graph.core.analysis import Analysis, Options
+from facegraph.graph.config import FacegraphConfig
+from facegraph.graph.errors import ApiError, as_api_error, raising_api_errors
+from facegraph.graph.http import app
+from facegraph.graph.core.identities import Identities
+from facegraph.graph.metrics import ingress_metrics
+from facegraph.graph.status import ServeStatus, Status
 
 
 def _made_here(handle: DeploymentHandle | None) -> DeploymentHandle | None:

@@ -16,8 +16,8 @@ from typing import Any
 
 from ray import serve
 
-from graph.process import rss_mb
-from models.gpu import list_gpus
+from facegraph.graph.process import rss_mb
+from facegraph.models.gpu import list_gpus
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ PATHS = tuple(FILES)
 @lru_cache(maxsize=None)
 def read(name: str) -> bytes:
     """A file of the page, from the installed package."""
-    return resources.files("graph").joinpath("ui", name).read_bytes()
+    return resources.files("facegraph.graph").joinpath("ui", name).read_bytes()
 
 
 def _page(name: str, media_type: str):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.base import FamilySettings, Recognizer, TensorSig, check_signature, fixed_batch, run_batched
-from models.geometry import ARCFACE_TEMPLATE_112, scale_template
-from models.types import FIVE_POINTS, CropSpec
+from facegraph.models.base import FamilySettings, Recognizer, TensorSig, check_signature, fixed_batch, run_batched
+from facegraph.models.geometry import ARCFACE_TEMPLATE_112, scale_template
+from facegraph.models.types import FIVE_POINTS, CropSpec
 
 # The five template points plus the mouth centre (between the corners), so detectors that give
 # the mouth's centre instead of its corners (BlazeFace) align onto the same template.

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Protocol, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from models.errors import SignatureError
-from models.types import Classification, CropSpec, Face
+from facegraph.models.errors import SignatureError
+from facegraph.models.types import Classification, CropSpec, Face
 
 
 class SessionLike(Protocol):

@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models.base import FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
-from models.geometry import Letterbox, letterbox, weighted_nms
-from models.tiled import Found, TiledDetector
+from facegraph.models.base import FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
+from facegraph.models.geometry import Letterbox, letterbox, weighted_nms
+from facegraph.models.tiled import Found, TiledDetector
 
 # MediaPipe's anchor layouts (SsdAnchorsCalculator options), by input size and anchor count:
 # one entry per feature map, (stride, anchors per cell).

@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models.base import FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
-from models.geometry import Letterbox, letterbox, nms, round_up, stretch
-from models.tiled import Found, TiledDetector
-from models.types import FIVE_POINTS
+from facegraph.models.base import FamilySettings, TensorSig, cpu_call_size, fixed_batch, run_in_calls, signature_error
+from facegraph.models.geometry import Letterbox, letterbox, nms, round_up, stretch
+from facegraph.models.tiled import Found, TiledDetector
+from facegraph.models.types import FIVE_POINTS
 
 STRIDE = 4
 DIVISOR = 32

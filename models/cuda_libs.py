@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from models.gpu import nvml_error
+from facegraph.models.gpu import nvml_error
 
 CUDA, TRT = "CUDAExecutionProvider", "TensorrtExecutionProvider"
 

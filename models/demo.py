@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from models.onnx_graph import GraphBuilder
+from facegraph.models.onnx_graph import GraphBuilder
 
 RGB_CLASSIFIER = {
     "size": [64, 64],

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import FamilySettings, Recognizer, TensorSig, check_signature, fixed_batch, run_batched
-from models.embedding import ImpostorModel
-from models.types import CropSpec
+from facegraph.models.base import FamilySettings, Recognizer, TensorSig, check_signature, fixed_batch, run_batched
+from facegraph.models.embedding import ImpostorModel
+from facegraph.models.types import CropSpec
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25

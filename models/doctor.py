@@ -8,11 +8,11 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from models.errors import ProviderUnavailableError
-from models.onnx_graph import GraphBuilder
-from models.gpu import list_gpus, nvml_error
-from models.cuda_libs import cuda_build_version, fix_for, missing_provider_libraries, preload_cuda_libraries
-from models.runtime import CPU, CUDA, TRT, RuntimeOptions, create_session
+from facegraph.models.errors import ProviderUnavailableError
+from facegraph.models.onnx_graph import GraphBuilder
+from facegraph.models.gpu import list_gpus, nvml_error
+from facegraph.models.cuda_libs import cuda_build_version, fix_for, missing_provider_libraries, preload_cuda_libraries
+from facegraph.models.runtime import CPU, CUDA, TRT, RuntimeOptions, create_session
 
 _POLICY_PROVIDER = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT}
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.errors import MisfitError
-from models.types import CropSpec, Face
+from facegraph.models.errors import MisfitError
+from facegraph.models.types import CropSpec, Face
 
 # insightface's 5-point ArcFace template for a 112x112 crop (eyes, nose, mouth corners).
 ARCFACE_TEMPLATE_112: tuple[tuple[float, float], ...] = (

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.base import Classifier, FamilySettings, TensorSig, check_signature, fixed_batch, run_batched
-from models.errors import ModelLoadError
-from models.types import Classification, CropSpec
+from facegraph.models.base import Classifier, FamilySettings, TensorSig, check_signature, fixed_batch, run_batched
+from facegraph.models.errors import ModelLoadError
+from facegraph.models.types import Classification, CropSpec
 
 FAKE_WORDS = re.compile(r"fake|deepfake|spoof|manipulat|synthetic|artificial|generated|forged|\bai\b", re.I)
 

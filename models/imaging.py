@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models.errors import ImageError, ImageTooLargeError
+from facegraph.models.errors import ImageError, ImageTooLargeError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")

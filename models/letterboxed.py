@@ -13,9 +13,9 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from models.base import Detector, FamilySettings, fixed_batch, run_batched, signature_error, TensorSig
-from models.geometry import Letterbox, letterbox, nms
-from models.types import Face
+from facegraph.models.base import Detector, FamilySettings, fixed_batch, run_batched, signature_error, TensorSig
+from facegraph.models.geometry import Letterbox, letterbox, nms
+from facegraph.models.types import Face
 
 
 class LetterboxSettings(FamilySettings):

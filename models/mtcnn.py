@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models.base import Detector, FamilySettings, TensorSig, check_signature, fixed_batch, run_batched, signature_error
-from models.errors import ImageError, ModelLoadError
-from models.geometry import batched_nms
-from models.types import FIVE_POINTS, Face
+from facegraph.models.base import Detector, FamilySettings, TensorSig, check_signature, fixed_batch, run_batched, signature_error
+from facegraph.models.errors import ImageError, ModelLoadError
+from facegraph.models.geometry import batched_nms
+from facegraph.models.types import FIVE_POINTS, Face
 
 CELL, STRIDE = 12, 2  # P-Net sees 12x12 windows every 2 pixels of its input
 # Pictures share a P-Net canvas when padding adds at most this share of the canvas.

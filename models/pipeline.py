@@ -13,11 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from models.base import Classifier, Detector, Recognizer
-from models.errors import FacegraphError
-from models.geometry import crop_face
-from models.imaging import decode_image
-from models.types import Classification, CropSpec, Face
+from facegraph.models.base import Classifier, Detector, Recognizer
+from facegraph.models.errors import FacegraphError
+from facegraph.models.geometry import crop_face
+from facegraph.models.imaging import decode_image
+from facegraph.models.types import Classification, CropSpec, Face
 
 logger = logging.getLogger(__name__)
 

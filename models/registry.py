@@ -14,19 +14,19 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
-from models.arcface import ArcFace
-from models.base import Adapter
-from models.blazeface import BlazeFace
-from models.centerface import CenterFace
-from models.dlib_resnet import DlibResNetRecognizer
-from models.errors import ModelLoadError, UnknownFamilyError
-from models.image_classifier import ImageClassifier, locate_hf_model
-from models.mtcnn import MTCNNDetector
-from models.runtime import ProviderReport, RuntimeOptions, RuntimeSettings, create_session
-from models.scrfd import Scrfd
-from models.yolov10 import Yolov10
-from models.yolov8_face import Yolov8Face
-from models.yunet import Yunet
+from facegraph.models.arcface import ArcFace
+from facegraph.models.base import Adapter
+from facegraph.models.blazeface import BlazeFace
+from facegraph.models.centerface import CenterFace
+from facegraph.models.dlib_resnet import DlibResNetRecognizer
+from facegraph.models.errors import ModelLoadError, UnknownFamilyError
+from facegraph.models.image_classifier import ImageClassifier, locate_hf_model
+from facegraph.models.mtcnn import MTCNNDetector
+from facegraph.models.runtime import ProviderReport, RuntimeOptions, RuntimeSettings, create_session
+from facegraph.models.scrfd import Scrfd
+from facegraph.models.yolov10 import Yolov10
+from facegraph.models.yolov8_face import Yolov8Face
+from facegraph.models.yunet import Yunet
 
 FAMILIES: dict[str, type[Adapter]] = {
     cls.family: cls for cls in (MTCNNDetector, BlazeFace, CenterFace, Yolov8Face, Yolov10, Scrfd, Yunet, DlibResNetRecognizer, ArcFace, ImageClassifier)

@@ -21,9 +21,9 @@ from typing import Literal
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
-from models.cuda_libs import captured_stderr, fix_for, missing_provider_libraries, preload_cuda_libraries
-from models.errors import ModelLoadError, ProviderUnavailableError
-from models.gpu import nvml_error, visible_gpu
+from facegraph.models.cuda_libs import captured_stderr, fix_for, missing_provider_libraries, preload_cuda_libraries
+from facegraph.models.errors import ModelLoadError, ProviderUnavailableError
+from facegraph.models.gpu import nvml_error, visible_gpu
 
 logger = logging.getLogger(__name__)
 

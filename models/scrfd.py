@@ -14,11 +14,11 @@ from functools import lru_cache
 import numpy as np
 from pydantic import Field
 
-from models.base import TensorSig, run_batched, signature_error
-from models.errors import SignatureError
-from models.geometry import nms, top_left_letterbox
-from models.letterboxed import LetterboxDetector, LetterboxSettings
-from models.types import FIVE_POINTS
+from facegraph.models.base import TensorSig, run_batched, signature_error
+from facegraph.models.errors import SignatureError
+from facegraph.models.geometry import nms, top_left_letterbox
+from facegraph.models.letterboxed import LetterboxDetector, LetterboxSettings
+from facegraph.models.types import FIVE_POINTS
 
 # Three levels (2 anchors per cell) or five (1 anchor per cell), as insightface's exports have.
 STRIDES = {3: (8, 16, 32), 5: (8, 16, 32, 64, 128)}

@@ -14,10 +14,10 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from models.base import Detector
-from models.errors import ImageError
-from models.geometry import cut_by_inner_edge, tile_windows
-from models.types import Face
+from facegraph.models.base import Detector
+from facegraph.models.errors import ImageError
+from facegraph.models.geometry import cut_by_inner_edge, tile_windows
+from facegraph.models.types import Face
 
 Window = tuple[int, int, int, int]
 # One window's or picture's faces: boxes (N, 4) x1y1x2y2, scores (N,), landmarks (N, K, 2), best first.

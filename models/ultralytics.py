@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from models.geometry import ultralytics_letterbox
-from models.letterboxed import LetterboxDetector, LetterboxSettings
+from facegraph.models.geometry import ultralytics_letterbox
+from facegraph.models.letterboxed import LetterboxDetector, LetterboxSettings
 
 
 class UltralyticsSettings(LetterboxSettings):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import TensorSig, signature_error
-from models.ultralytics import UltralyticsDetector, UltralyticsSettings
+from facegraph.models.base import TensorSig, signature_error
+from facegraph.models.ultralytics import UltralyticsDetector, UltralyticsSettings
 
 
 class Yolov10Settings(UltralyticsSettings):

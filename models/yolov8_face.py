@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import TensorSig, signature_error
-from models.ultralytics import UltralyticsDetector
-from models.types import FIVE_POINTS
+from facegraph.models.base import TensorSig, signature_error
+from facegraph.models.ultralytics import UltralyticsDetector
+from facegraph.models.types import FIVE_POINTS
 
 # Per anchor: cx, cy, w, h, face score, then 5 landmarks as (x, y, visibility) or (x, y).
 _WITH_VISIBILITY, _WITHOUT_VISIBILITY = 20, 15

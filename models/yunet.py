@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models.base import Detector, FamilySettings, TensorSig, signature_error
-from models.types import FIVE_POINTS, Face
+from facegraph.models.base import Detector, FamilySettings, TensorSig, signature_error
+from facegraph.models.types import FIVE_POINTS, Face
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32

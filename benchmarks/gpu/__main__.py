@@ -1,7 +1,7 @@
-"""``python -m benchmarks.gpu``: see benchmarks/gpu/run.py."""
+"""``python -m facegraph.benchmarks.gpu``: see benchmarks/gpu/run.py."""
 
 import sys
 
-from benchmarks.gpu.run import main
+from facegraph.benchmarks.gpu.run import main
 
 sys.exit(main())

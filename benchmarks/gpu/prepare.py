@@ -1,6 +1,6 @@
 """Stage what the GPU machine lacks, in pieces small enough to carry, and write the calls that bring them.
 
-    .venv/bin/python -m benchmarks.gpu.prepare            # here, with PyPI reachable
+    .venv/bin/python -m facegraph.benchmarks.gpu.prepare            # here, with PyPI reachable
 
 The GPU machine (Python 3.12, torch with CUDA 13 and its nvidia-* libraries, CPU-only
 onnxruntime; no network) lacks ray, onnxruntime-gpu and a few web packages, and the
@@ -153,9 +153,9 @@ def stage(cache: Path, out: Path = CARRY, limit: int = CALL_LIMIT) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from graph.config import default_cache_dir
+    from facegraph.graph.config import default_cache_dir
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu.prepare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m facegraph.benchmarks.gpu.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--cache", help="model cache holding the built pack (default: $FACEGRAPH_CACHE or ~/.cache/facegraph)")
     args = parser.parse_args(argv)
     cache = Path(args.cache) if args.cache else default_cache_dir()

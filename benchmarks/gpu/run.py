@@ -1,7 +1,7 @@
 """The GPU benchmark: one entry point that proves every GPU claim on the machine it runs on.
 
-    python -m benchmarks.gpu --out DIR            # on a GPU machine (see benchmarks/gpu/README.md)
-    python -m benchmarks.gpu --dry-run --out DIR  # the same steps on a CPU machine, small sizes
+    python -m facegraph.benchmarks.gpu --out DIR            # on a GPU machine (see benchmarks/gpu/README.md)
+    python -m facegraph.benchmarks.gpu --dry-run --out DIR  # the same steps on a CPU machine, small sizes
 
 Steps, each within a share of one time budget (8 minutes by default):
 1. ``facegraph doctor`` for ``cuda`` and ``tensorrt``: which providers really run, what is missing.
@@ -26,10 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.gpu.sweep import TARGETS, heavy_subjects, pack_subjects, sweep
-from benchmarks.load import Phase
-from benchmarks.models_bench import Budget
-from benchmarks.run import Plan
+from facegraph.benchmarks.gpu.sweep import TARGETS, heavy_subjects, pack_subjects, sweep
+from facegraph.benchmarks.load import Phase
+from facegraph.benchmarks.models_bench import Budget
+from facegraph.benchmarks.run import Plan
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_CONFIG = REPO / "cluster" / "gpu.yaml"
@@ -71,7 +71,7 @@ def nvidia_smi(*query: str) -> dict:
 
 def graph_config(dry_run: bool):
     """``cluster/gpu.yaml``'s application; on the dry run every model on the CPU, GPU shares kept."""
-    from graph.config import FacegraphConfig, load_serve_config
+    from facegraph.graph.config import FacegraphConfig, load_serve_config
 
     config = load_serve_config(GPU_CONFIG)[0]
     if not dry_run:
@@ -98,7 +98,7 @@ def memory_probe(graph) -> dict:
     """
     import httpx
 
-    from benchmarks import procstat
+    from facegraph.benchmarks import procstat
 
     models = httpx.get(graph.base_url + "/v1/models", timeout=60).json()
     apps = nvidia_smi("--query-compute-apps=pid,used_memory")
@@ -125,10 +125,10 @@ def memory_probe(graph) -> dict:
 
 def run(out: Path, dry_run: bool, budget_s: float, cache: Path | None = None, progress: bool = False) -> dict:
     """Every step, within ``budget_s``; returns (and writes) the results."""
-    from benchmarks.machine import machine_info
-    from benchmarks.run import run_bench
-    from graph.config import FacegraphConfig
-    from models.doctor import diagnose
+    from facegraph.benchmarks.machine import machine_info
+    from facegraph.benchmarks.run import run_bench
+    from facegraph.graph.config import FacegraphConfig
+    from facegraph.models.doctor import diagnose
 
     size = DRY if dry_run else FULL
     started = time.perf_counter()
@@ -177,7 +177,7 @@ def run(out: Path, dry_run: bool, budget_s: float, cache: Path | None = None, pr
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    from benchmarks.report import _table as table
+    from facegraph.benchmarks.report import _table as table
 
     return table(header, rows)
 
@@ -225,13 +225,13 @@ def render(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m facegraph.benchmarks.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for results.json, report.md and the graph run")
     parser.add_argument("--dry-run", action="store_true", help="the same steps on the CPU, small sizes")
     parser.add_argument("--budget-s", type=float, default=480.0, help="time for everything (default 8 minutes)")
     parser.add_argument("--cache", help="model cache holding the built pack (default: $FACEGRAPH_CACHE or ~/.cache/facegraph)")
     args = parser.parse_args(argv)
-    from benchmarks.machine import NetworkNotIsolatedError, require_loopback_only
+    from facegraph.benchmarks.machine import NetworkNotIsolatedError, require_loopback_only
 
     try:
         require_loopback_only()

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from models.errors import ProviderUnavailableError
-from models.runtime import CPU, CUDA, TRT, RuntimeOptions, create_session
+from facegraph.models.errors import ProviderUnavailableError
+from facegraph.models.runtime import CPU, CUDA, TRT, RuntimeOptions, create_session
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ TARGETS = (
 
 def pack_subjects(cache: Path) -> list[Subject]:
     """The default pack's files, each with the input shape it is swept at."""
-    from models.registry import pack_file
+    from facegraph.models.registry import pack_file
 
     def read(pack: str, name: str) -> Callable[[], bytes]:
         return lambda: pack_file(cache, pack, name, "fp32").read_bytes()
@@ -68,7 +68,7 @@ def pack_subjects(cache: Path) -> list[Subject]:
 
 
 def heavy_subjects(scale: float) -> list[Subject]:
-    from benchmarks.gpu.heavy import arcface_shaped, vit_shaped
+    from facegraph.benchmarks.gpu.heavy import arcface_shaped, vit_shaped
 
     return [
         Subject("arcface-r50-shaped", "model", lambda: arcface_shaped(scale), (3, 112, 112)),
@@ -78,7 +78,7 @@ def heavy_subjects(scale: float) -> list[Subject]:
 
 def to_fp16(model: bytes) -> bytes:
     """The float16 variant as ``facegraph optimize --to fp16`` makes it (float32 inputs and outputs)."""
-    from models.optimize import fp16_model
+    from facegraph.models.optimize import fp16_model
 
     return fp16_model(onnx.load_from_string(model))[0].SerializeToString()
 

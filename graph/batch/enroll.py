@@ -14,12 +14,12 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from graph.batch.rows import replace_columns, split_ms
-from graph.config import FacegraphConfig
-from graph.core.identities import below_eye_floor
-from graph.identity.backends import open_store
-from graph.identity.store import Store
-from models.types import eye_distance
+from facegraph.graph.batch.rows import replace_columns, split_ms
+from facegraph.graph.config import FacegraphConfig
+from facegraph.graph.core.identities import below_eye_floor
+from facegraph.graph.identity.backends import open_store
+from facegraph.graph.identity.store import Store
+from facegraph.models.types import eye_distance
 
 PAGE = 1000
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import pyarrow.compute as pc
 
-from graph.batch.enroll import EnrollStage
-from graph.batch.sources import Location, done_keys, list_pictures, locate, parquet_files, read_rows
-from graph.batch.stages import ClassifyStage, DetectStage, EmbedStage, read_pictures
-from graph.config import DeploymentConfig, FacegraphConfig
-from graph.core.stages import load_stage
-from models.types import CropSpec
+from facegraph.graph.batch.enroll import EnrollStage
+from facegraph.graph.batch.sources import Location, done_keys, list_pictures, locate, parquet_files, read_rows
+from facegraph.graph.batch.stages import ClassifyStage, DetectStage, EmbedStage, read_pictures
+from facegraph.graph.config import DeploymentConfig, FacegraphConfig
+from facegraph.graph.core.stages import load_stage
+from facegraph.models.types import CropSpec
 
 STAGE_COLUMNS = {"decode": "decode_ms", "detect": "detect_ms", "recognizer": "recognizer_ms", "deepfake": "deepfake_ms", "enroll": "enroll_ms"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from graph.core.stages import MODEL_FIELDS
+from facegraph.graph.core.stages import MODEL_FIELDS
 
 # Which model answered (``graph.core.stages.answered_by``); a detector's landmark names have a column of their own.
 MODEL = pa.struct([(name, pa.string()) for name in MODEL_FIELDS])

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from graph.batch.rows import CROP_COLUMNS, READ, replace_columns, split_ms, staged_schema
-from graph.core.stages import answered_by, embedding_space, load_stage
-from graph.process import assigned_resources
-from models.errors import FacegraphError
-from models.imaging import decode_image
-from models.pipeline import DetectRequest, classify_batch, detect_batch, embed_batch
-from models.registry import ModelSpec
-from models.types import CropSpec
+from facegraph.graph.batch.rows import CROP_COLUMNS, READ, replace_columns, split_ms, staged_schema
+from facegraph.graph.core.stages import answered_by, embedding_space, load_stage
+from facegraph.graph.process import assigned_resources
+from facegraph.models.errors import FacegraphError
+from facegraph.models.imaging import decode_image
+from facegraph.models.pipeline import DetectRequest, classify_batch, detect_batch, embed_batch
+from facegraph.models.registry import ModelSpec
+from facegraph.models.types import CropSpec
 
 
 def _read(fs, path: str) -> bytes:

@@ -15,11 +15,11 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from graph.core.wire import Embeddings, Verdicts
-from models.embedding import Decision, Match
-from models.errors import FacegraphError
-from models.pipeline import DetectReply, DetectRequest
-from models.types import Face
+from facegraph.graph.core.wire import Embeddings, Verdicts
+from facegraph.models.embedding import Decision, Match
+from facegraph.models.errors import FacegraphError
+from facegraph.models.pipeline import DetectReply, DetectRequest
+from facegraph.models.types import Face
 
 logger = logging.getLogger(__name__)
 

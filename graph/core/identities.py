@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 
-from graph.core.wire import Embeddings, SearchAnswer, SearchRequest
-from graph.core.analysis import Analysis
-from graph.config import GalleryConfig
-from graph.identity.store import MAX_OFFSET, MAX_PAGE
-from models.embedding import Decision, Match, compare, is_match
-from models.errors import FacegraphError
+from facegraph.graph.core.wire import Embeddings, SearchAnswer, SearchRequest
+from facegraph.graph.core.analysis import Analysis
+from facegraph.graph.config import GalleryConfig
+from facegraph.graph.identity.store import MAX_OFFSET, MAX_PAGE
+from facegraph.models.embedding import Decision, Match, compare, is_match
+from facegraph.models.errors import FacegraphError
 
 
 def below_eye_floor(eye_distance: float | None, floor: float | None) -> bool:

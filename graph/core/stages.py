@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Awaitable, Protocol
 
-from models.embedding import EmbeddingSpace
-from models.registry import LoadedModel, ModelSpec, load_model
+from facegraph.models.embedding import EmbeddingSpace
+from facegraph.models.registry import LoadedModel, ModelSpec, load_model
 
 # The adapter role each stage's model plays (``models.base``).
 ROLES = {"detector": "detector", "recognizer": "recognizer", "deepfake": "classifier"}

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from models.embedding import Decision, EmbeddingSpace, ImpostorModel, Match, Metric
-from models.types import Classification
+from facegraph.models.embedding import Decision, EmbeddingSpace, ImpostorModel, Match, Metric
+from facegraph.models.types import Classification
 
 
 @dataclass(frozen=True)

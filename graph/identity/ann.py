@@ -13,8 +13,8 @@ import math
 
 import faiss
 import numpy as np
-from graph.config import FaissConfig
-from models.embedding import Metric
+from facegraph.graph.config import FaissConfig
+from facegraph.models.embedding import Metric
 
 
 def lists_for(faces: int) -> int:

@@ -14,10 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from graph.core.wire import SearchAnswer, SearchRequest
-from graph.identity.ann import FaissConfig, IvfLayer, lists_for
-from graph.identity.store import GalleryError, Store
-from models.embedding import ImpostorModel, Match, Metric, identification_decision, is_match
+from facegraph.graph.core.wire import SearchAnswer, SearchRequest
+from facegraph.graph.identity.ann import FaissConfig, IvfLayer, lists_for
+from facegraph.graph.identity.store import GalleryError, Store
+from facegraph.models.embedding import ImpostorModel, Match, Metric, identification_decision, is_match
 
 logger = logging.getLogger(__name__)
 

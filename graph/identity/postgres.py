@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from graph.config import PgvectorIndex
-from graph.identity.index import sample_impostors
-from graph.identity.store import NO_SUBJECT, GalleryError, SqlSubjects, erase_subject
-from models.embedding import ImpostorModel, Match, Metric, is_match
+from facegraph.graph.config import PgvectorIndex
+from facegraph.graph.identity.index import sample_impostors
+from facegraph.graph.identity.store import NO_SUBJECT, GalleryError, SqlSubjects, erase_subject
+from facegraph.models.embedding import ImpostorModel, Match, Metric, is_match
 
 try:
     import psycopg

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from models.errors import FacegraphError
+from facegraph.models.errors import FacegraphError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS subjects (

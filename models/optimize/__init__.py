@@ -25,12 +25,12 @@ falls outside its role's floor (:data:`FLOORS`) is refused and nothing is writte
 unless ``force`` is given.
 """
 
-from models.optimize.conversion import fp16_model
-from models.optimize.floors import FLOORS, METHODS, AccuracyFloorError, Floor, OptimizeError, floors_for
-from models.optimize.job import OptimizeResult, optimize
-from models.optimize.layouts import resolve
-from models.optimize.pictures import calibration_pictures, measurement_pictures, moved_about
-from models.optimize.report import format_table
+from facegraph.models.optimize.conversion import fp16_model
+from facegraph.models.optimize.floors import FLOORS, METHODS, AccuracyFloorError, Floor, OptimizeError, floors_for
+from facegraph.models.optimize.job import OptimizeResult, optimize
+from facegraph.models.optimize.layouts import resolve
+from facegraph.models.optimize.pictures import calibration_pictures, measurement_pictures, moved_about
+from facegraph.models.optimize.report import format_table
 
 __all__ = [
     "FLOORS", "METHODS", "AccuracyFloorError", "Floor", "OptimizeError", "OptimizeResult", "calibration_pictures",

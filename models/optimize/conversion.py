@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader
 
-from models.optimize.floors import (
+from facegraph.models.optimize.floors import (
     BNB4_BLOCK_SIZE,
     BNB4_QUANT_TYPE,
     FOUR_BIT_METHODS,

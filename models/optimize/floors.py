@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 
-from models.errors import FacegraphError
+from facegraph.models.errors import FacegraphError
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from models.optimize.job import OptimizeResult
+    from facegraph.models.optimize.job import OptimizeResult
 
 logger = logging.getLogger(__name__)
 

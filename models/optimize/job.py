@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from models.errors import ModelLoadError
-from models.pack.build import sha256_of
-from models.registry import LoadedModel, ModelSpec, load_model
-from models.optimize.conversion import check_four_bit, convert
-from models.optimize.floors import AccuracyFloorError, DESCRIPTIONS, EMBED_CHUNK, FOUR_BIT_METHODS, METHODS, OptimizeError, TIMING_ROUNDS, TIMING_THREADS, floors_for
-from models.optimize.layouts import Layout, resolve
-from models.optimize.measurement import calibration_feeds, compare, recording, run_role, samples_for, time_sessions
+from facegraph.models.errors import ModelLoadError
+from facegraph.models.pack.build import sha256_of
+from facegraph.models.registry import LoadedModel, ModelSpec, load_model
+from facegraph.models.optimize.conversion import check_four_bit, convert
+from facegraph.models.optimize.floors import AccuracyFloorError, DESCRIPTIONS, EMBED_CHUNK, FOUR_BIT_METHODS, METHODS, OptimizeError, TIMING_ROUNDS, TIMING_THREADS, floors_for
+from facegraph.models.optimize.layouts import Layout, resolve
+from facegraph.models.optimize.measurement import calibration_feeds, compare, recording, run_role, samples_for, time_sessions
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 
-from models.errors import ModelLoadError
-from models.image_classifier import locate_hf_model
-from models.pack.build import pack_models
-from models.registry import ModelSpec, family_class, pack_file, variant_manifest
-from models.optimize.floors import OptimizeError
+from facegraph.models.errors import ModelLoadError
+from facegraph.models.image_classifier import locate_hf_model
+from facegraph.models.pack.build import pack_models
+from facegraph.models.registry import ModelSpec, family_class, pack_file, variant_manifest
+from facegraph.models.optimize.floors import OptimizeError
 
 logger = logging.getLogger(__name__)
 

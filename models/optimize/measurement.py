@@ -13,14 +13,14 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
-from models.base import Adapter
-from models.embedding import Metric, distances, is_match, similarities
-from models.geometry import crop_face, iou
-from models.pack.build import sha256_of
-from models.registry import LoadedModel, ModelSpec, load_model, pack_file
-from models.types import Face
-from models.optimize.floors import EMBED_CHUNK, OptimizeError, TIMING_THREADS
-from models.optimize.pictures import Picture, _spread, calibration_pictures, measurement_pictures
+from facegraph.models.base import Adapter
+from facegraph.models.embedding import Metric, distances, is_match, similarities
+from facegraph.models.geometry import crop_face, iou
+from facegraph.models.pack.build import sha256_of
+from facegraph.models.registry import LoadedModel, ModelSpec, load_model, pack_file
+from facegraph.models.types import Face
+from facegraph.models.optimize.floors import EMBED_CHUNK, OptimizeError, TIMING_THREADS
+from facegraph.models.optimize.pictures import Picture, _spread, calibration_pictures, measurement_pictures
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 from typing import Sequence
 
 
-from models.optimize.floors import floors_for
+from facegraph.models.optimize.floors import floors_for
 
 logger = logging.getLogger(__name__)
 

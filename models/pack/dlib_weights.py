@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.errors import ModelLoadError
+from facegraph.models.errors import ModelLoadError
 
 DLIB_SDIST = ("face-recognition-models", "0.3.0", "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf")
 MODEL_MEMBER = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.errors import ModelLoadError
+from facegraph.models.errors import ModelLoadError
 
 # (package, version, sha256 of mtcnn-1.0.0-py3-none-any.whl on PyPI).
 MTCNN_WHEEL = ("mtcnn", "1.0.0", "0a96b4868e56db9ae984449519642be6dba03240e608a67e928ebb47833e9144")

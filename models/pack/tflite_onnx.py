@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.errors import ModelLoadError
+from facegraph.models.errors import ModelLoadError
 
 OPSET = 17
 IR_VERSION = 8

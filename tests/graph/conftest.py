@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.serving import DEFAULT_MODE, local_runtime_env
+from facegraph.graph.serving import DEFAULT_MODE, local_runtime_env
 from tests.fixture_models import fixture_path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -164,7 +164,7 @@ def serve_app(request, tmp_path_factory):
     """Deploy ``module.CONFIG`` (or the fixture config; a callable gets ``tmp_path_factory``); yields (base_url, app handle)."""
     from ray import serve
 
-    from graph.app import build_app
+    from facegraph.graph.app import build_app
 
     config = getattr(request.module, "CONFIG", FIXTURE_CONFIG)
     if callable(config):

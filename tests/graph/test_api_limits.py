@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.fixture_models import draw_squares
-from models.imaging import encode_jpeg
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG
 
 LIMIT = 8 * 2**20

@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from graph.config import FacegraphConfig
-from models.embedding import similarities
-from models.geometry import iou
-from models.imaging import encode_jpeg
+from facegraph.graph.config import FacegraphConfig
+from facegraph.models.embedding import similarities
+from facegraph.models.geometry import iou
+from facegraph.models.imaging import encode_jpeg
 from tests.unit.test_imaging import png_header_only
 from tests.fixture_models import fixture_path
 
@@ -53,7 +53,7 @@ def archive(tmp_path_factory):
 def _run(*args, **kwargs):
     from ray.data import DataContext
 
-    from graph.batch.job import run_job
+    from facegraph.graph.batch.job import run_job
 
     DataContext.get_current().enable_progress_bars = False
     return run_job(FacegraphConfig.model_validate(CONFIG), *args, **kwargs)

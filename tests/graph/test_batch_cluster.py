@@ -14,7 +14,7 @@ import pyarrow.dataset as pads
 import pytest
 import yaml
 
-from models.imaging import encode_jpeg
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import free_port
 
 ARGS = {
@@ -73,7 +73,7 @@ def test_a_submitted_job_spreads_its_pools_over_the_nodes(cluster, archive, tmp_
     from ray.util.state import list_actors
 
     config = tmp_path / "serve.yaml"
-    config.write_text(yaml.safe_dump({"applications": [{"name": "facegraph", "import_path": "graph.app:build_app", "args": ARGS}]}))
+    config.write_text(yaml.safe_dump({"applications": [{"name": "facegraph", "import_path": "facegraph.graph.app:build_app", "args": ARGS}]}))
     dest = tmp_path / "faces"
     facegraph = Path(sys.executable).with_name("facegraph")
     client = JobSubmissionClient(cluster)

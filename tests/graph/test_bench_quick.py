@@ -7,8 +7,8 @@ import math
 import pytest
 import yaml
 
-from benchmarks import machine
-from benchmarks.run import main
+from facegraph.benchmarks import machine
+from facegraph.benchmarks.run import main
 from tests.graph.conftest import FIXTURE_CONFIG
 
 RATIOS = ("graph_vs_inprocess_throughput", "graph_vs_service_chain_throughput", "overhead_p50_ms_c1", "batching_gain")
@@ -41,7 +41,7 @@ def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     config = root / "fixture.yaml"
     config.write_text(
-        yaml.safe_dump({"applications": [{"name": "facegraph", "route_prefix": "/", "import_path": "graph.app:build_app", "args": FIXTURE_CONFIG}]})
+        yaml.safe_dump({"applications": [{"name": "facegraph", "route_prefix": "/", "import_path": "facegraph.graph.app:build_app", "args": FIXTURE_CONFIG}]})
     )
     out = root / "out"
     rc = main(argparse.Namespace(quick=True, out=str(out), config=str(config), profile=False))

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.imaging import encode_jpeg
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import free_port, start_ray, stop_ray
 from tests.fixture_models import fixture_path
 
@@ -39,7 +39,7 @@ def deploy(args: dict, overrides: list[dict] | None = None) -> None:
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    app = {"name": "facegraph", "route_prefix": "/", "import_path": "graph.app:build_app", "args": args}
+    app = {"name": "facegraph", "route_prefix": "/", "import_path": "facegraph.graph.app:build_app", "args": args}
     if overrides:
         app["deployments"] = overrides
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)

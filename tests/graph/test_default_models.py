@@ -3,8 +3,8 @@
 import httpx
 import numpy as np
 
-from models.geometry import iou
-from models.imaging import encode_jpeg
+from facegraph.models.geometry import iou
+from facegraph.models.imaging import encode_jpeg
 
 CONFIG = {"name": "facegraph"}  # every default: CenterFace + dlib ResNet from the pack, no deepfake stage
 
@@ -43,8 +43,8 @@ def test_astronaut(serve_app):
 
 def test_a_720p_frame_of_three_heads_over_http(serve_app):
     """The astronaut's face pasted 58, 83 and 133 px wide in a 1280 x 720 frame: the default config finds all three."""
-    from benchmarks.photos import match
-    from benchmarks.pictures import composite_720p
+    from facegraph.benchmarks.photos import match
+    from facegraph.benchmarks.pictures import composite_720p
 
     base, _ = serve_app
     frame = composite_720p()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from graph.serving import DEFAULT_MODE, local_runtime_env
+from facegraph.graph.serving import DEFAULT_MODE, local_runtime_env
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
 
 GCS_PORT = 6379  # the fake provider's worker nodes join the head at this port
@@ -87,9 +87,9 @@ def scenario() -> dict:
     import ray
     from ray import serve
 
-    from graph.app import build_app
+    from facegraph.graph.app import build_app
     from tests.fixture_models import draw_squares
-    from models.imaging import encode_jpeg
+    from facegraph.models.imaging import encode_jpeg
 
     out: dict = {"nodes_before": len(_alive_nodes()), "gpu_before": any(n["Resources"].get("GPU") for n in _alive_nodes())}
     port = free_port()

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.local_postgres import LocalPostgres
-from graph.serving import DEFAULT_MODE, local_runtime_env
+from facegraph.benchmarks.local_postgres import LocalPostgres
+from facegraph.graph.serving import DEFAULT_MODE, local_runtime_env
 from tests.fixture_models import draw_squares
-from models.imaging import encode_jpeg
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
 
 JPEG = encode_jpeg(draw_squares(640, 480, [(250, 150, 370, 270)]), 90)
@@ -31,7 +31,7 @@ def nodes(postgres):
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from graph.app import build_app
+    from facegraph.graph.app import build_app
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
     for node in NODES:  # a custom resource per node pins each app's Gallery replica to its node

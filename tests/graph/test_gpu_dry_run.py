@@ -1,4 +1,4 @@
-"""``python -m benchmarks.gpu --dry-run``: the GPU benchmark's every step on the CPU, so it cannot rot before a GPU run."""
+"""``python -m facegraph.benchmarks.gpu --dry-run``: the GPU benchmark's every step on the CPU, so it cannot rot before a GPU run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from benchmarks.gpu.run import run
-from benchmarks.gpu.sweep import TARGETS
+from facegraph.benchmarks.gpu.run import run
+from facegraph.benchmarks.gpu.sweep import TARGETS
 
 
 @pytest.fixture(scope="module")

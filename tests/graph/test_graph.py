@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tests.fixture_models import SQUARE_LANDMARKS, draw_squares, fixture_path, pooled_arcface_reference, rgb_classifier_reference
-from models.geometry import ARCFACE_TEMPLATE_112, crop_face
-from models.imaging import decode_image, encode_jpeg
-from models.types import CropSpec, Face
+from facegraph.models.geometry import ARCFACE_TEMPLATE_112, crop_face
+from facegraph.models.imaging import decode_image, encode_jpeg
+from facegraph.models.types import CropSpec, Face
 from tests.graph.conftest import FIXTURE_CONFIG
 
 CONFIG = {**FIXTURE_CONFIG, "ingress": {"max_body_bytes": 2_000_000, "max_batch_images": 4}}
@@ -121,7 +121,7 @@ def test_handle_api_with_bytes_and_arrays(serve_app):
     assert from_bytes["faces"][0]["bbox"] == from_array["faces"][0]["bbox"]
     assert np.allclose(from_bytes["faces"][0]["embedding"], from_array["faces"][0]["embedding"], atol=1e-6)
     assert from_array["faces"][0]["deepfake"] is None
-    from graph.errors import ApiError
+    from facegraph.graph.errors import ApiError
 
     with pytest.raises(ApiError) as err:
         handle.analyze.remote(b"nope").result()

@@ -3,7 +3,7 @@
 import httpx
 
 from tests.fixture_models import draw_squares
-from models.imaging import encode_jpeg
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG
 
 CONFIG = {**{k: v for k, v in FIXTURE_CONFIG.items() if k != "deepfake"}, "ingress": {"api_keys": ["secret-key-1", "secret-key-2"]}}
@@ -46,7 +46,7 @@ def test_batching_comes_from_the_config(serve_app):
 
     from ray import serve
 
-    from graph.app import build_app
+    from facegraph.graph.app import build_app
 
     base, _ = serve_app
     before = httpx.get(f"{base}/v1/models", headers=AUTH, timeout=60).json()["detector"]

@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from graph.identity.store import GalleryStore
-from models.imaging import encode_jpeg
+from facegraph.graph.identity.store import GalleryStore
+from facegraph.models.imaging import encode_jpeg
 from tests.mtcnn_pack import astronaut_variants
 
 DATABASE = Path(tempfile.mkdtemp(prefix="facegraph-gallery-")) / "gallery.sqlite3"
@@ -175,7 +175,7 @@ def test_deleted_subject_is_gone_from_the_file(serve_app, pictures):
 def test_gallery_survives_a_restart(serve_app, pictures, astronaut_subject):
     from ray import serve
 
-    from graph.app import build_app
+    from facegraph.graph.app import build_app
 
     base, _ = serve_app
     serve.delete("facegraph")

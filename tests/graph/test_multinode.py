@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from graph.serving import DEFAULT_MODE, local_runtime_env
+from facegraph.graph.serving import DEFAULT_MODE, local_runtime_env
 from tests.fixture_models import draw_squares
-from models.imaging import encode_jpeg
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG, free_port
 
 JPEG = encode_jpeg(draw_squares(1280, 720, [(500, 300, 620, 420)]), 90)
@@ -46,7 +46,7 @@ def cluster():
 def deploy(config):
     from ray import serve
 
-    from graph.app import build_app
+    from facegraph.graph.app import build_app
 
     serve.run(build_app(config), name="facegraph", route_prefix="/")
 

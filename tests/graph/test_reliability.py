@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.fixture_models import draw_squares, fixture_path
-from models.imaging import encode_jpeg
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import FIXTURE_CONFIG
 
 CONFIG = copy.deepcopy(FIXTURE_CONFIG)

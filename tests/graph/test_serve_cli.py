@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from graph.config import FacegraphConfig
-from models.imaging import encode_jpeg
+from facegraph.graph.config import FacegraphConfig
+from facegraph.models.imaging import encode_jpeg
 from tests.graph.conftest import free_port, listeners, release_shared
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def service(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "graph.cli", "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
+            [sys.executable, "-m", "facegraph.graph.cli", "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     while b"facegraph is serving" not in log.read_bytes():

@@ -1,7 +1,7 @@
 """The soak script in a short mode: it runs, answers, and reports every replica's memory."""
 
-from benchmarks.soak import soak
-from graph.config import FacegraphConfig
+from facegraph.benchmarks.soak import soak
+from facegraph.graph.config import FacegraphConfig
 from tests.graph.conftest import FIXTURE_CONFIG
 
 

@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from graph.webui import CSP
-from models.imaging import encode_jpeg
+from facegraph.graph.webui import CSP
+from facegraph.models.imaging import encode_jpeg
 from tests.fixture_models import fixture_path
 
 KEY = "ui-test-key"
@@ -294,8 +294,8 @@ def test_group_photo_screenshot(serve_app, tmp_path):
     """
     from ray import serve
 
-    from graph.app import build_app
-    from graph.config import FacegraphConfig
+    from facegraph.graph.app import build_app
+    from facegraph.graph.config import FacegraphConfig
 
     if not GROUP_PHOTO.exists():
         pytest.skip(f"{GROUP_PHOTO} is absent (the shared photos live outside the repository)")

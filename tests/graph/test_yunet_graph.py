@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from graph.config import load_serve_config
+from facegraph.graph.config import load_serve_config
 from tests.faithful.home import reference_pictures
 from tests.faithful.yunet import yunet
 from tests.fixture_models import fixture_path
@@ -27,7 +27,7 @@ def CONFIG(tmp_path_factory) -> dict:
         "deepfake": None,
         "gallery": None,
     }
-    serve_config = {"applications": [{"name": "facegraph", "route_prefix": "/", "import_path": "graph.app:build_app", "args": args}]}
+    serve_config = {"applications": [{"name": "facegraph", "route_prefix": "/", "import_path": "facegraph.graph.app:build_app", "args": args}]}
     path = folder / "yunet.yaml"
     path.write_text(yaml.safe_dump(serve_config))
     config, _ = load_serve_config(path)

@@ -13,11 +13,11 @@ import numpy as np
 import onnx
 import pytest
 
-from models.blazeface import ANCHOR_LAYOUTS, KEYPOINTS, BlazeFace, BlazeFaceSettings, anchors
-from models.errors import ImageError, SignatureError
-from models.geometry import crop_face, iou, tile_windows, weighted_nms
-from models.pack.blazeface_weights import MODELS
-from models.runtime import RuntimeOptions, create_session
+from facegraph.models.blazeface import ANCHOR_LAYOUTS, KEYPOINTS, BlazeFace, BlazeFaceSettings, anchors
+from facegraph.models.errors import ImageError, SignatureError
+from facegraph.models.geometry import crop_face, iou, tile_windows, weighted_nms
+from facegraph.models.pack.blazeface_weights import MODELS
+from facegraph.models.runtime import RuntimeOptions, create_session
 from tests.pack import load_reference, recorded_pictures
 from tests.blazeface_pack import (  # noqa: F401  (session fixtures)
     REFERENCE_FILE,
@@ -202,10 +202,10 @@ def test_other_models_are_refused_with_the_layouts_that_fit(blazeface_sessions):
 
 def test_alignment_uses_the_points_blazeface_gives(detector):
     """dlib's chip fits eyes and nose; ArcFace's template takes the mouth centre in place of the corners."""
-    from models.arcface import TEMPLATE_112, TEMPLATE_POINTS
-    from models.dlib_resnet import ALIGNMENT_POINTS, chip_template
-    from models.geometry import alignment_points
-    from models.types import CropSpec
+    from facegraph.models.arcface import TEMPLATE_112, TEMPLATE_POINTS
+    from facegraph.models.dlib_resnet import ALIGNMENT_POINTS, chip_template
+    from facegraph.models.geometry import alignment_points
+    from facegraph.models.types import CropSpec
 
     image = pictures()["astronaut"]
     (faces,) = detector.detect([image])
@@ -221,7 +221,7 @@ def test_alignment_uses_the_points_blazeface_gives(detector):
 
 def test_the_float16_variant_converts_and_finds_the_same_faces(blazeface_models, detector):
     """Every node is named: the float16 converter names its casts after them (unnamed nodes collided)."""
-    from models.optimize import fp16_model
+    from facegraph.models.optimize import fp16_model
 
     half, _ = fp16_model(blazeface_models["full_range"])
     session, _ = create_session(half.SerializeToString(), RuntimeOptions(device="cpu"))

@@ -13,13 +13,13 @@ import numpy as np
 import onnx
 import pytest
 
-from benchmarks.photos import DEFAULT_PHOTOS
-from models.centerface import CenterFace, CenterFaceSettings
-from models.errors import ImageError, SignatureError
-from models.geometry import iou, stretch
-from models.pack.centerface_weights import read_centerface
-from models.runtime import RuntimeOptions, create_session
-from models.types import FIVE_POINTS
+from facegraph.benchmarks.photos import DEFAULT_PHOTOS
+from facegraph.models.centerface import CenterFace, CenterFaceSettings
+from facegraph.models.errors import ImageError, SignatureError
+from facegraph.models.geometry import iou, stretch
+from facegraph.models.pack.centerface_weights import read_centerface
+from facegraph.models.runtime import RuntimeOptions, create_session
+from facegraph.models.types import FIVE_POINTS
 from tests.centerface_pack import (  # noqa: F401  (session fixtures)
     IN_SHAPES,
     PHOTO_NAMES,
@@ -190,8 +190,8 @@ def test_one_fixed_letterbox_one_session_call(centerface_session):
 
 def test_tiles_find_a_crowd_once_each(centerface_session):
     """The 10 x 10 tiled astronaut (5120 px): her 83 px faces are 10 px in a 640 letterbox, found in 2 x 2 tiles, each once."""
-    from benchmarks.photos import match
-    from benchmarks.pictures import astronaut_crowd
+    from facegraph.benchmarks.photos import match
+    from facegraph.benchmarks.pictures import astronaut_crowd
 
     crowd = astronaut_crowd(10, 10)
     image = crowd.rgb()
@@ -229,10 +229,10 @@ def test_other_models_are_refused():
 
 def test_alignment_takes_centerface_points(detector):
     """dlib's chip fits eyes and nose; ArcFace's template all five points."""
-    from models.arcface import TEMPLATE_112, TEMPLATE_POINTS
-    from models.dlib_resnet import ALIGNMENT_POINTS, chip_template
-    from models.geometry import alignment_points, crop_face
-    from models.types import CropSpec
+    from facegraph.models.arcface import TEMPLATE_112, TEMPLATE_POINTS
+    from facegraph.models.dlib_resnet import ALIGNMENT_POINTS, chip_template
+    from facegraph.models.geometry import alignment_points, crop_face
+    from facegraph.models.types import CropSpec
 
     image = skimage_pictures()["astronaut"]
     ((face,),) = detector.detect([image])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.detectors import CANDIDATES, CURVE, Candidate, choose, evaluate, identification, table
-from benchmarks.photos import Labelled, load_photos, match, skimage_pictures
-from benchmarks.pictures import astronaut_crowd, composite_720p, picture_mix
-from models.registry import ModelSpec, load_model
+from facegraph.benchmarks.detectors import CANDIDATES, CURVE, Candidate, choose, evaluate, identification, table
+from facegraph.benchmarks.photos import Labelled, load_photos, match, skimage_pictures
+from facegraph.benchmarks.pictures import astronaut_crowd, composite_720p, picture_mix
+from facegraph.models.registry import ModelSpec, load_model
 from tests.pack import pack_dir
 
 
@@ -77,7 +77,7 @@ def test_match_pairs_each_face_once():
 
 
 def test_the_candidates_named_as_defaults_are_the_families_defaults():
-    from models.registry import family_class
+    from facegraph.models.registry import family_class
 
     named = [c for c in CANDIDATES if "(its default)" in c.name]
     assert {c.family for c in named} == {"mtcnn", "blazeface", "centerface"}

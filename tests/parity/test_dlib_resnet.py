@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from skimage import data
 
-from models.dlib_resnet import CHIP_SIZE, chip_template
-from models.errors import ModelLoadError, SignatureError
-from models.geometry import crop_face, dlib_chip_matrix
-from models.pack.dlib_weights import MODEL_MEMBER, DlibStream, read_layers, read_member
-from models.registry import ModelSpec, load_model
-from models.types import CropSpec, Face
+from facegraph.models.dlib_resnet import CHIP_SIZE, chip_template
+from facegraph.models.errors import ModelLoadError, SignatureError
+from facegraph.models.geometry import crop_face, dlib_chip_matrix
+from facegraph.models.pack.dlib_weights import MODEL_MEMBER, DlibStream, read_layers, read_member
+from facegraph.models.registry import ModelSpec, load_model
+from facegraph.models.types import CropSpec, Face
 from tests.mtcnn_pack import astronaut_variants
 from tests.pack import load_pack, source_distribution
 from tests.fixture_models import fixture_path

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from graph.config import FacegraphConfig
-from models.geometry import crop_face
-from models.registry import ModelSpec, load_model
+from facegraph.graph.config import FacegraphConfig
+from facegraph.models.geometry import crop_face
+from facegraph.models.registry import ModelSpec, load_model
 from tests.faithful.home import DETECTORS, PHOTO_NAMES, PHOTOS, RECOGNIZERS, SHUFFLED, reference_pictures
 from tests.faithful.yunet import yunet
 from tests.fixture_models import fixture_path

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from models.errors import ImageError, ModelLoadError, SignatureError
-from models.geometry import iou
-from models.mtcnn import MTCNNDetector, canvases, pyramid
-from models.registry import family_class
+from facegraph.models.errors import ImageError, ModelLoadError, SignatureError
+from facegraph.models.geometry import iou
+from facegraph.models.mtcnn import MTCNNDetector, canvases, pyramid
+from facegraph.models.registry import family_class
 from tests.pack import load_reference, recorded_pictures
 from tests.mtcnn_pack import (  # noqa: F401  (session fixtures)
     REFERENCE_FILE,
@@ -253,7 +253,7 @@ def test_max_side_detects_on_a_smaller_copy_and_maps_back(mtcnn_sessions, varian
 
 def test_crops_sample_like_tensorflow_crop_and_resize():
     """Corners on the box scaled by (size - 1) / size, bilinear inside, 0 (after normalisation) outside."""
-    from models.mtcnn import crops
+    from facegraph.models.mtcnn import crops
 
     ramp = np.tile(np.arange(100, dtype=np.uint8)[None, :, None], (50, 1, 3))  # value = x
     out = crops(ramp, np.array([[10, 5, 40, 35], [-20, 0, 10, 30]], np.float32), 24)

@@ -13,12 +13,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from graph.cli import main
-from models import optimize as opt
+from facegraph.graph.cli import main
+from facegraph.models import optimize as opt
 from tests.fixture_models import RGB_CLASSIFIER, pooled_arcface, rgb_classifier, write_hf_classifier
-from models.geometry import iou
-from models.pack.build import sha256_of
-from models.registry import ModelSpec, load_model, pack_file, variant_manifest
+from facegraph.models.geometry import iou
+from facegraph.models.pack.build import sha256_of
+from facegraph.models.registry import ModelSpec, load_model, pack_file, variant_manifest
 from tests.pack import pack_dir
 
 ROUNDS = 1  # speed is measured, not asserted: one timed round keeps the suite quick
@@ -256,7 +256,7 @@ VIT_SCALE = 1 / 3  # width 256, 2 layers, 2 heads: 1.8 M weights, 7 MB; every at
 
 def _write_hf_vit(folder) -> None:
     """The ViT-B/16-shaped benchmark classifier (random weights), as a Hugging Face export folder."""
-    from benchmarks.gpu.heavy import vit_shaped
+    from facegraph.benchmarks.gpu.heavy import vit_shaped
 
     (folder / "onnx").mkdir(parents=True)
     (folder / "onnx" / "model.onnx").write_bytes(vit_shaped(VIT_SCALE))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.photos import DEFAULT_PHOTOS, framed_photos, load_photos, score, skimage_pictures
-from graph.config import FacegraphConfig
-from models.registry import ModelSpec, load_model
+from facegraph.benchmarks.photos import DEFAULT_PHOTOS, framed_photos, load_photos, score, skimage_pictures
+from facegraph.graph.config import FacegraphConfig
+from facegraph.models.registry import ModelSpec, load_model
 from tests.pack import pack_dir
 
 PHOTOS, SKIPPED = load_photos()

@@ -41,8 +41,8 @@ def ensure_venv() -> Path:
 
 def sdist() -> Path:
     sys.path.insert(0, str(ROOT))
-    from graph.config import default_cache_dir
-    from models.pack.build import fetch, pack_models
+    from facegraph.graph.config import default_cache_dir
+    from facegraph.models.pack.build import fetch, pack_models
 
     model = next(m for m in pack_models() if m.name == "dlib-resnet")
     return fetch(model, default_cache_dir() / "downloads")

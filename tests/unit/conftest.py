@@ -19,7 +19,7 @@ def _no_ray(monkeypatch):
 @pytest.fixture
 def store(tmp_path):
     """An embedded (SQLite) gallery store in the test's own folder."""
-    from graph.identity.store import GalleryStore
+    from facegraph.graph.identity.store import GalleryStore
 
     s = GalleryStore(tmp_path / "gallery.sqlite3")
     yield s

@@ -11,16 +11,16 @@ import pytest
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from graph.core.wire import Embeddings, Verdicts
-from graph.core.analysis import Analysis, Options
-from graph.config import GalleryConfig
-from graph.errors import ApiError, as_api_error
-from graph.core.identities import Identities
-from graph.status import ServeStatus
-from models.embedding import Decision, EmbeddingSpace, Match
-from models.errors import FacegraphError, ModelLoadError
-from models.pipeline import DetectReply, DetectRequest, detect_batch
-from models.types import Classification, CropSpec, Face
+from facegraph.graph.core.wire import Embeddings, Verdicts
+from facegraph.graph.core.analysis import Analysis, Options
+from facegraph.graph.config import GalleryConfig
+from facegraph.graph.errors import ApiError, as_api_error
+from facegraph.graph.core.identities import Identities
+from facegraph.graph.status import ServeStatus
+from facegraph.models.embedding import Decision, EmbeddingSpace, Match
+from facegraph.models.errors import FacegraphError, ModelLoadError
+from facegraph.models.pipeline import DetectReply, DetectRequest, detect_batch
+from facegraph.models.types import Classification, CropSpec, Face
 
 SPEC = CropSpec("box", (8, 8))
 SPACE_A = EmbeddingSpace("arcface", "aaaaaaaaaaaaaaaa", "fp32", 4, "cosine")
@@ -110,7 +110,7 @@ def test_no_face_runs_no_branch_and_a_detector_refusal_is_the_answer():
     assert answer["faces"] == [] and rec.embed.calls == []
 
     def refuse(request):
-        from models.pipeline import StageError
+        from facegraph.models.pipeline import StageError
 
         return DetectReply(error=StageError("invalid_image", "not an image"))
 
@@ -247,7 +247,7 @@ def test_verdicts_and_embeddings_carry_their_model():
 
 
 def test_health_asks_the_models_every_time():
-    from graph.status import Status
+    from facegraph.graph.status import Status
 
     alive = [True]
 
@@ -263,7 +263,7 @@ def test_health_asks_the_models_every_time():
 
 
 def test_models_report_every_replica_and_merges_their_batching():
-    from graph.status import Status
+    from facegraph.graph.status import Status
 
     def replica(rid: str, counts: dict[str, int]) -> dict:
         items = sum(int(k) * v for k, v in counts.items())

@@ -4,10 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from graph.batch.enroll import enroll_status, subject_of
-from graph.batch.job import pool_options
-from graph.batch.sources import list_pictures
-from graph.config import DeploymentConfig
+from facegraph.graph.batch.enroll import enroll_status, subject_of
+from facegraph.graph.batch.job import pool_options
+from facegraph.graph.batch.sources import list_pictures
+from facegraph.graph.config import DeploymentConfig
 from tests.fixture_models import fixture_path
 
 
@@ -53,9 +53,9 @@ def test_enroll_takes_one_face_pictures_and_names_subjects_by_folder():
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
     """The job's stages run in this process on fixture models, as an actor pool runs them."""
-    from graph.batch.job import crop_specs
-    from graph.batch.stages import ClassifyStage, DetectStage, EmbedStage
-    from graph.config import FacegraphConfig
+    from facegraph.graph.batch.job import crop_specs
+    from facegraph.graph.batch.stages import ClassifyStage, DetectStage, EmbedStage
+    from facegraph.graph.config import FacegraphConfig
 
     config = FacegraphConfig.model_validate(
         {
@@ -73,7 +73,7 @@ def stages(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     from tests.fixture_models import draw_squares
-    from models.imaging import encode_jpeg
+    from facegraph.models.imaging import encode_jpeg
     from tests.unit.test_imaging import png_header_only
 
     root = tmp_path_factory.mktemp("pictures")
@@ -96,7 +96,7 @@ def _png(image) -> bytes:
 
 
 def _job_rows(stages, folder, decode: bool, done=frozenset()) -> list[dict]:
-    from graph.batch.stages import read_pictures
+    from facegraph.graph.batch.stages import read_pictures
 
     fs, paths = list_pictures(str(folder))
     table = read_pictures(pa.table({"path": paths + [str(folder / "gone.jpg")]}), fs=fs, done=done, max_pixels=4_000_000, decode=decode)
@@ -106,7 +106,7 @@ def _job_rows(stages, folder, decode: bool, done=frozenset()) -> list[dict]:
 
 
 def test_decoding_in_the_detector_or_in_the_reading_tasks_gives_the_same_rows(stages, folder):
-    from graph.batch.rows import OUTPUT
+    from facegraph.graph.batch.rows import OUTPUT
 
     in_detector, in_tasks = _job_rows(stages, folder, decode=False), _job_rows(stages, folder, decode=True)
     timings = ("decode_ms", "detect_ms", "recognizer_ms", "deepfake_ms")

@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from graph.config import DeploymentConfig, FacegraphConfig, load_serve_config
+from facegraph.graph.config import DeploymentConfig, FacegraphConfig, load_serve_config
 from tests.fixture_models import fixture_path
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
@@ -48,7 +48,7 @@ def test_unknown_keys_and_wrong_roles_are_refused():
 
 
 def test_a_recognizer_that_cannot_align_on_the_detectors_points_is_refused(monkeypatch):
-    from models.blazeface import BlazeFace
+    from facegraph.models.blazeface import BlazeFace
 
     both = {"detector": {"model": {"family": "blazeface", "pack": "blazeface"}}, "recognizer": {"model": {"family": "arcface", "path": fixture_path("pooled-arcface")}}}
     FacegraphConfig.model_validate(both)  # eyes, nose and mouth centre: ArcFace's template has them
@@ -101,7 +101,7 @@ def test_ray_cluster_launcher_file_passes_rays_validation():
 def test_cluster_files_start_ray_in_the_default_serving_mode():
     import shlex
 
-    from graph.serving import DEFAULT_MODE, env
+    from facegraph.graph.serving import DEFAULT_MODE, env
 
     wanted = env(DEFAULT_MODE)
     assert wanted["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and wanted["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
@@ -123,7 +123,7 @@ def test_cluster_files_start_ray_in_the_default_serving_mode():
 
 
 def test_local_serving_keeps_haproxy_on_loopback_and_its_ports_its_own(tmp_path):
-    from graph.serving import loopback_haproxy, local_runtime_env
+    from facegraph.graph.serving import loopback_haproxy, local_runtime_env
 
     config = tmp_path / "haproxy.cfg"
     config.write_text(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graph.core.wire import SearchRequest
-from graph.config import FaissConfig
-from graph.identity.index import MIN_IMPOSTOR_SUBJECTS, GalleryIndex, search_batch
-from models.dlib_resnet import IMPOSTORS
-from models.embedding import ImpostorModel, identification_decision, impostor_distance_at
-from models.types import Face
+from facegraph.graph.core.wire import SearchRequest
+from facegraph.graph.config import FaissConfig
+from facegraph.graph.identity.index import MIN_IMPOSTOR_SUBJECTS, GalleryIndex, search_batch
+from facegraph.models.dlib_resnet import IMPOSTORS
+from facegraph.models.embedding import ImpostorModel, identification_decision, impostor_distance_at
+from facegraph.models.types import Face
 
 SPACE = "dlib-resnet:0123456789abcdef:fp32"
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from models.errors import SignatureError, UnknownFamilyError
+from facegraph.models.errors import SignatureError, UnknownFamilyError
 from tests.fixture_models import SQUARE_LANDMARKS, draw_squares, fixture_path
-from models.registry import ModelSpec, family_class, load_model
+from facegraph.models.registry import ModelSpec, family_class, load_model
 
 FAMILIES = [("yolov8-face", "square-yolov8-face"), ("scrfd", "square-scrfd"), ("yolov10", "square-yolov10")]
 # (width, height, square) covering landscape, portrait, tiny, huge and odd sizes.

@@ -1,8 +1,8 @@
 import json
 
-from graph.cli import main
-from models.doctor import diagnose
-from models.runtime import CPU
+from facegraph.graph.cli import main
+from facegraph.models.doctor import diagnose
+from facegraph.models.runtime import CPU
 
 
 def test_auto_reports_cpu_and_succeeds_here():

@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from graph.identity.index import GalleryIndex
-from graph.identity.store import GalleryError, GalleryStore
-from models.embedding import compare, is_match
+from facegraph.graph.identity.index import GalleryIndex
+from facegraph.graph.identity.store import GalleryError, GalleryStore
+from facegraph.models.embedding import compare, is_match
 
 SPACE = "dlib-resnet:0123456789abcdef:fp32"
 

@@ -13,12 +13,12 @@ import numpy as np
 import psycopg
 import pytest
 
-from benchmarks.local_postgres import LocalPostgres
-from graph.core.wire import SearchRequest
-from graph.config import ENV_GALLERY_DSN, FacegraphConfig, PgvectorIndex
-from graph.identity.index import GalleryIndex, search_batch
-from graph.identity.postgres import SCHEMA_VERSION, PostgresStore, connect, index_name, migrate
-from graph.identity.store import GalleryError, GalleryStore
+from facegraph.benchmarks.local_postgres import LocalPostgres
+from facegraph.graph.core.wire import SearchRequest
+from facegraph.graph.config import ENV_GALLERY_DSN, FacegraphConfig, PgvectorIndex
+from facegraph.graph.identity.index import GalleryIndex, search_batch
+from facegraph.graph.identity.postgres import SCHEMA_VERSION, PostgresStore, connect, index_name, migrate
+from facegraph.graph.identity.store import GalleryError, GalleryStore
 from tests.unit.test_gallery import SPACE, _brute_force
 
 _names = itertools.count()
@@ -232,8 +232,8 @@ def test_enroll_by_folder_writes_to_the_postgres_gallery_the_config_names(dsn, t
     """``facegraph batch --enroll-by-folder`` with ``gallery.backend: postgres``: the faces land in PostgreSQL, no SQLite file appears."""
     import pyarrow as pa
 
-    from graph.batch.enroll import EnrollStage
-    from graph.batch.rows import OUTPUT
+    from facegraph.graph.batch.enroll import EnrollStage
+    from facegraph.graph.batch.rows import OUTPUT
 
     sqlite_file = tmp_path / "would-be-gallery.sqlite3"
     config = FacegraphConfig.model_validate({"gallery": {"backend": "postgres", "dsn": dsn, "database": str(sqlite_file)}})

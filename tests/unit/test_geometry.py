@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 import pytest
 
-from models.errors import MisfitError
-from models.geometry import (
+from facegraph.models.errors import MisfitError
+from facegraph.models.geometry import (
     ARCFACE_TEMPLATE_112,
     alignment_points,
     batched_nms,
@@ -21,7 +21,7 @@ from models.geometry import (
     tile_windows,
     weighted_nms,
 )
-from models.types import FIVE_POINTS, CropSpec, Face
+from facegraph.models.types import FIVE_POINTS, CropSpec, Face
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from benchmarks.gpu import prepare
-from benchmarks.gpu.heavy import arcface_shaped, vit_shaped
+from facegraph.benchmarks.gpu import prepare
+from facegraph.benchmarks.gpu.heavy import arcface_shaped, vit_shaped
 
 
 def test_a_large_file_splits_into_pieces_and_joins_back_byte_for_byte(tmp_path):

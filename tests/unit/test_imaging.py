@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from models.errors import ImageError, ImageTooLargeError
-from models.imaging import decode_image, image_size
+from facegraph.models.errors import ImageError, ImageTooLargeError
+from facegraph.models.imaging import decode_image, image_size
 
 
 def save(img: Image.Image, fmt: str, **kw) -> bytes:

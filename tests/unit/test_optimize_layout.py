@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models import optimize as opt
+from facegraph.models import optimize as opt
 
 
 def test_the_floor_table_names_every_method():
@@ -12,8 +12,8 @@ def test_the_floor_table_names_every_method():
 
 
 def test_optimize_takes_the_pack_paths_that_models_list_prints(tmp_path):
-    from models.optimize import resolve
-    from models.registry import pack_file
+    from facegraph.models.optimize import resolve
+    from facegraph.models.registry import pack_file
 
     model = pack_file(tmp_path, "dlib-resnet", "model", "fp32")
     model.parent.mkdir(parents=True)
@@ -27,7 +27,7 @@ def test_optimize_takes_the_pack_paths_that_models_list_prints(tmp_path):
 def test_commands_name_the_extra_they_need_when_it_is_missing(monkeypatch):
     import pytest
 
-    from models import extras
+    from facegraph.models import extras
 
     monkeypatch.setitem(extras.EXTRAS, "bench", ("skimage", "no_such_module_fg"))
     monkeypatch.setitem(extras.EXTRAS, "convert", ("no_such_converter_fg",))
@@ -46,7 +46,7 @@ def test_a_hugging_face_folder_with_all_five_files_loads_each_variant_by_name(tm
     import onnx
 
     from tests.fixture_models import rgb_classifier, write_hf_classifier
-    from models.registry import ModelSpec, load_model
+    from facegraph.models.registry import ModelSpec, load_model
 
     write_hf_classifier(tmp_path)
     for variant, name in HF_VARIANT_FILES.items():
@@ -64,8 +64,8 @@ def test_a_hugging_face_folder_with_all_five_files_loads_each_variant_by_name(tm
 
 def test_every_method_is_described_and_has_a_hugging_face_file_name(tmp_path):
     from tests.fixture_models import write_hf_classifier
-    from models.optimize import resolve
-    from models.optimize.floors import DESCRIPTIONS, FOUR_BIT_METHODS
+    from facegraph.models.optimize import resolve
+    from facegraph.models.optimize.floors import DESCRIPTIONS, FOUR_BIT_METHODS
 
     assert set(DESCRIPTIONS) == set(opt.METHODS) and set(FOUR_BIT_METHODS) <= set(opt.METHODS)
     assert set(HF_VARIANT_FILES) - {"fp32"} <= set(opt.METHODS)
@@ -76,7 +76,7 @@ def test_every_method_is_described_and_has_a_hugging_face_file_name(tmp_path):
 
 
 def test_the_cli_offers_every_method():
-    from graph.cli import build_parser
+    from facegraph.graph.cli import build_parser
 
     optimize = build_parser()._subparsers._group_actions[0].choices["optimize"]
     (to,) = [a for a in optimize._actions if "--to" in a.option_strings]

@@ -4,10 +4,10 @@ import numpy as np
 import onnx
 import pytest
 
-from models.errors import ModelLoadError
+from facegraph.models.errors import ModelLoadError
 from tests.fixture_models import RGB_CLASSIFIER, build_fixture, pooled_arcface_reference, rgb_classifier_reference, write_hf_classifier, fixture_path
-from models.geometry import ARCFACE_TEMPLATE_112
-from models.registry import ModelSpec, load_model
+from facegraph.models.geometry import ARCFACE_TEMPLATE_112
+from facegraph.models.registry import ModelSpec, load_model
 
 
 def crops(n, size, seed=0):

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-import models.runtime as runtime
-from models.errors import ModelLoadError, ProviderUnavailableError
-from models.doctor import identity_model
-from models.gpu import GpuInfo
-from models.runtime import CPU, CUDA, RuntimeOptions, create_session
+import facegraph.models.runtime as runtime
+from facegraph.models.errors import ModelLoadError, ProviderUnavailableError
+from facegraph.models.doctor import identity_model
+from facegraph.models.gpu import GpuInfo
+from facegraph.models.runtime import CPU, CUDA, RuntimeOptions, create_session
 from tests.fixture_models import fixture_path
 
 
@@ -96,7 +96,7 @@ def test_cpu_memory_arena_follows_the_option(arena):
 
 
 def test_explicit_intra_op_threads_override_the_cpu_share():
-    from models.registry import ModelSpec, load_model
+    from facegraph.models.registry import ModelSpec, load_model
 
     spec = ModelSpec(family="arcface", path=fixture_path("pooled-arcface"), device="cpu", intra_op_threads=2)
     assert load_model(spec, cpu_threads=1).describe()["intra_op_threads"] == 2

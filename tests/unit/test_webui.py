@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from graph import webui
+from facegraph.graph import webui
 
 PAGE = webui.read("index.html").decode()
 SCRIPT = webui.read("ui.js").decode()
@@ -50,7 +50,7 @@ def test_csp_is_strict():
 
 def test_the_page_stays_public_under_a_route_prefix():
     """Serve keeps its route prefix in the path (and names it root_path): the guard looks at the app's own path."""
-    from graph.http import PUBLIC_PATHS, app_path
+    from facegraph.graph.http import PUBLIC_PATHS, app_path
 
     assert app_path({"path": "/default/ui", "root_path": "/default"}) == "/ui" in PUBLIC_PATHS
     assert app_path({"path": "/ui/ui.js", "root_path": ""}) == "/ui/ui.js"
