@@ -26,7 +26,7 @@ def build_app(args: dict | FacegraphConfig) -> Application:
     cache = config.cache_dir()
     detector = Detector.options(
         name=DEPLOYMENT_NAMES["detector"], **config.detector.deployment.serve_options(batched=True)
-    ).bind(config.detector.model, cache, config.ingress.max_pixels)
+    ).bind(config.detector.model, cache, config.ingress.max_pixels, config.ingress.video_limits())
     branches = {}
     for stage, deployment in (("recognizer", Recognizer), ("deepfake", DeepfakeClassifier)):
         stage_config: StageConfig | None = getattr(config, stage)

@@ -16,6 +16,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from facegraph.graph.errors import ApiError
 
+VIDEO_TYPES = ("video/mp4", "video/webm", "video/quicktime", "video/x-matroska", "application/octet-stream")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif", "application/octet-stream")
 # Text fields a form may carry besides its files (none are read; a few are tolerated).
 MAX_TEXT_FIELDS = 8
@@ -70,14 +71,15 @@ async def read_files(request: Request, limit: int, max_files: int) -> dict[str, 
     return files
 
 
-async def read_image(request: Request, limit: int) -> bytes:
-    """One picture: a raw image body, or the multipart file field ``image``."""
+async def read_upload(request: Request, limit: int, field: str, types: tuple[str, ...]) -> bytes:
+    """One upload: a raw body of one of ``types``, or the multipart file field ``field``."""
     ctype = content_type(request)
     if ctype == "multipart/form-data":
-        upload = (await read_files(request, limit, max_files=1)).get("image")
+        upload = (await read_files(request, limit, max_files=1)).get(field)
         if not upload:
-            raise ApiError("multipart body needs a file field named 'image'", "invalid_multipart")
+            raise ApiError(f"multipart body needs a file field named '{field}'", "invalid_multipart")
         return upload[0]
-    if ctype not in IMAGE_TYPES:
-        raise ApiError(f"unsupported content type '{ctype[:60]}'; send an image or multipart/form-data", "unsupported_media_type")
+    if ctype not in types:
+        kind = "a video" if field == "video" else "an image"
+        raise ApiError(f"unsupported content type '{ctype[:60]}'; send {kind} or multipart/form-data", "unsupported_media_type")
     return await read_body(request, limit)

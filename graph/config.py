@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from facegraph.models.errors import MisfitError, UnknownFamilyError
 from facegraph.models.geometry import alignment_points
 from facegraph.models.imaging import DEFAULT_MAX_PIXELS
+from facegraph.models.video import VideoLimits
 from facegraph.models.registry import ModelSpec, detector_landmarks, family_class
 
 ENV_CACHE = "FACEGRAPH_CACHE"
@@ -108,6 +109,10 @@ class StageConfig(_Strict):
     box_crops: bool = False
 
 
+# The route that takes clips, with a body limit of its own.
+VIDEO_PATH = "/v1/analyze/video"
+
+
 class IngressConfig(_Strict):
     deployment: DeploymentConfig = DeploymentConfig(num_cpus=0.25, max_ongoing_requests=64)
     max_body_bytes: int = Field(20 * 2**20, ge=1024)
@@ -116,6 +121,23 @@ class IngressConfig(_Strict):
     max_batch_images: int = Field(16, ge=1)
     # Accepted API keys; empty means open. Also read from $FACEGRAPH_API_KEYS (comma-separated).
     api_keys: list[str] = []
+    # POST /v1/analyze/video: the body limit, the longest clip one request takes (longer ones belong to
+    # `facegraph batch`), and the sampling defaults (frames per second of video, sampled frames at most).
+    # Frames are held to max_pixels, from the stream's header.
+    max_video_bytes: int = Field(200 * 2**20, ge=1024)
+    max_video_s: float = Field(600.0, gt=0)
+    video_fps: float = Field(2.0, gt=0, le=60)
+    max_video_frames: int = Field(1200, ge=1)
+
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(
+            max_video_bytes=self.max_video_bytes, max_duration_s=self.max_video_s, max_pixels=self.max_pixels,
+            fps=self.video_fps, max_frames=self.max_video_frames,
+        )  # fmt: skip
+
+    def body_limit(self, path: str) -> int:
+        """The body a route takes: a clip's on the video route, a picture's (or a batch's) elsewhere."""
+        return self.max_video_bytes if path == VIDEO_PATH else self.max_body_bytes
 
 
 class FaissConfig(_Strict):

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import json
 import time
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
 
 from facegraph.graph import errors, schemas, webui
-from facegraph.graph.bodies import IMAGE_TYPES, content_type, read_files, read_image
+from facegraph.graph.bodies import IMAGE_TYPES, VIDEO_TYPES, content_type, read_files, read_upload
+from facegraph.graph.config import VIDEO_PATH
 from facegraph.graph.errors import ApiError
 from facegraph.graph.identity.store import MAX_OFFSET, MAX_PAGE
 
@@ -26,15 +28,16 @@ PUBLIC_PATHS = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-red
 _BINARY = {"type": "string", "format": "binary"}
 
 
-def _body(form: dict, raw_image: bool) -> dict:
-    """An OpenAPI request body: a multipart form and, when ``raw_image``, a bare image of any accepted type."""
-    content = {t: {"schema": _BINARY} for t in IMAGE_TYPES} if raw_image else {}
+def _body(form: dict, raw_image: bool, raw_types: tuple[str, ...] = ()) -> dict:
+    """An OpenAPI request body: a multipart form and, when ``raw_image``, a bare image of any accepted type (or of ``raw_types``)."""
+    content = {t: {"schema": _BINARY} for t in (IMAGE_TYPES if raw_image else raw_types)}
     content["multipart/form-data"] = {"schema": {"type": "object", **form}}
     return {"requestBody": {"required": True, "content": content}}
 
 
 _IMAGE_BODY = _body({"properties": {"image": _BINARY}, "required": ["image"]}, raw_image=True)
 _BATCH_BODY = _body({"properties": {"images": {"type": "array", "items": _BINARY}}, "required": ["images"]}, raw_image=False)
+_VIDEO_BODY = _body({"properties": {"video": _BINARY}, "required": ["video"]}, raw_image=False, raw_types=VIDEO_TYPES)
 _VERIFY_BODY = _body({"properties": {name: _BINARY for name in ("image", "image_a", "image_b")}}, raw_image=True)
 
 app = FastAPI(
@@ -117,8 +120,9 @@ def _refusal(ingress, request: Request) -> ApiError | None:
         return ApiError("a valid API key is required", "unauthorized")
     length = request.headers.get("content-length")
     # Announced sizes are refused before a byte is read; unannounced ones as they stream (graph.bodies).
-    if length and length.isdigit() and int(length) > ingress.max_body_bytes:
-        return ApiError(f"the body exceeds {ingress.max_body_bytes} bytes", "body_too_large")
+    limit = ingress.body_limit(app_path(request.scope))
+    if length and length.isdigit() and int(length) > limit:
+        return ApiError(f"the body exceeds {limit} bytes", "body_too_large")
     return None
 
 
@@ -151,12 +155,21 @@ class Guard:
 app.add_middleware(Guard)
 
 
+class VideoQuery(BaseModel):
+    fps: float | None = Field(None, gt=0, le=60, description="frames sampled per second of video (default from config: 2)")
+    max_frames: int | None = Field(None, ge=1, le=100_000, description="sample at most this many frames (default from config)")
+    identify: bool = Field(False, description="name each track from the gallery")
+    deepfake: bool = Field(True, description="score each face and summarise each track")
+    embeddings: bool = Field(False, description="include each track's mean embedding")
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop faces scored below this")
+
+
 def _first(files: dict[str, list[bytes]], *names: str) -> bytes | None:
     return next((files[n][0] for n in names if files.get(n)), None)
 
 
 async def _image(request: Request) -> bytes:
-    return await read_image(request, _ingress(request).max_body_bytes)
+    return await read_upload(request, _ingress(request).max_body_bytes, "image", IMAGE_TYPES)
 
 
 def _picture_route(name: str, path: str, query: type[BaseModel], answer: type[BaseModel], summary: str, call, needs: str | None = None) -> None:
@@ -243,6 +256,17 @@ async def verify(request: Request, query: Annotated[VerifyQuery, Query()]):
     else:
         first, second = await _image(request), None
     return await ingress.verify(first, second, subject_id=query.subject_id, face_a=query.face_a, face_b=query.face_b)
+
+
+@app.post(VIDEO_PATH, openapi_extra=_VIDEO_BODY, response_model=schemas.VideoAnswer, **_ANSWERS, summary="Follow, identify and score each person in a clip")
+async def analyze_video(request: Request, query: Annotated[VideoQuery, Query()]):
+    ingress = _ingress(request)
+    video = await read_upload(request, ingress.body_limit(VIDEO_PATH), "video", VIDEO_TYPES)
+    if "application/x-ndjson" not in (request.headers.get("accept") or ""):
+        return await ingress.analyze_video(video, **query.model_dump())
+    await ingress.probe_video(video)  # a bad clip is refused with its status before the stream starts
+    lines = (json.dumps(event, separators=(",", ":")) + "\n" async for event in ingress.analyze_video_events(video, **query.model_dump()))
+    return StreamingResponse(lines, media_type="application/x-ndjson")
 
 
 @app.get("/v1/gallery", response_model=schemas.GalleryAnswer, **_ANSWERS, summary="Subjects and faces searchable with the current recognizer")

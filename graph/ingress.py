@@ -9,11 +9,13 @@ becomes an ``ApiError`` with its status, for handle callers and HTTP routes alik
 from __future__ import annotations
 
 import asyncio
+from typing import AsyncIterator
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from facegraph.graph.core.analysis import Analysis, Options
+from facegraph.graph.core.video import VideoAnalysis, VideoOptions
 from facegraph.graph.config import FacegraphConfig
 from facegraph.graph.errors import ApiError, as_api_error, raising_api_errors
 from facegraph.graph.http import app
@@ -57,6 +59,12 @@ class Ingress:
         self.metrics = ingress_metrics()
         self.analysis = Analysis(detector, recognizer, deepfake, self.metrics)
         self.identities = Identities(self.analysis, gallery, config.gallery) if gallery is not None and recognizer is not None else None
+        self.video = VideoAnalysis(
+            self.analysis,
+            lambda request: detector.options(stream=True).detect_video.remote(request),
+            config.ingress.video_limits(),
+            low_quality=self.identities.low_quality if self.identities is not None else None,
+        )
         stages = {"detector": detector, **self.analysis.branches()}
         self.status = Status(stages, deployment_names, ServeStatus(config.name))
 
@@ -121,6 +129,50 @@ class Ingress:
             else:
                 out.append(result)
         return out
+
+    async def analyze_video(
+        self,
+        video: bytes,
+        *,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        identify: bool = False,
+        deepfake: bool = True,
+        embeddings: bool = False,
+        min_score: float | None = None,
+    ) -> dict:
+        """Follow each person through a clip: tracks with their faces, best face, identity and deepfake score.
+
+        Args:
+            video: the clip's bytes (MP4/QuickTime or Matroska/WebM).
+            fps: frames sampled per second of video (default ``ingress.video_fps``).
+            max_frames: sample at most this many frames (default ``ingress.max_video_frames``).
+            identify: name each track from the gallery (the identify route's decision rule).
+            deepfake: score each face and summarise each track (when a classifier is configured).
+            embeddings: include each track's mean embedding.
+            min_score: drop faces scored below this.
+
+        Returns:
+            The same structure as ``POST /v1/analyze/video``. Raises ApiError for a bad or over-long clip.
+        """
+        options = VideoOptions(fps, max_frames, identify, deepfake, embeddings, min_score)
+        return await self.video.analyze(video, options, self._gallery().best_of if identify else None)
+
+    async def probe_video(self, video: bytes) -> dict:
+        """A clip's headers (codec, size, frame rate, duration), refused as ``analyze_video`` would refuse them."""
+        return (await self.video.probe(video)).to_json()
+
+    async def analyze_video_events(self, video: bytes, **options) -> AsyncIterator[dict]:
+        """``analyze_video`` as it goes: a progress event per batch of frames, then the answer; a failure is its last event."""
+        search = self._gallery().best_of if options.get("identify") else None
+        try:
+            async for event in self.video.events(video, VideoOptions(**options), search):
+                yield event
+        except Exception as exc:
+            yield as_api_error(exc).to_json()
+
+    def body_limit(self, path: str) -> int:
+        return self.config.ingress.body_limit(path)
 
     async def describe_models(self) -> dict:
         """Per model: family, file, variant, provider, fallbacks, GPU share; batching per replica and merged."""

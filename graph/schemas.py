@@ -68,6 +68,50 @@ class AnalyzeAnswer(_Open):
     identification: ThresholdAnswer | None = Field(None, description="with identify: the threshold the search used and why")
 
 
+class TrackFace(_Open):
+    frame: int = Field(description="the sampled frame's ordinal (0, 1, ...)")
+    time_s: float
+    bbox: list[float] = Field(min_length=4, max_length=4)
+    score: float
+    landmarks: list[list[float]] | None
+    quality: float = Field(description="score x size x frontalness: how good a view of the face this is")
+    fake_probability: float | None = None
+
+
+class TrackDeepfake(_Open):
+    mean: float
+    max: float
+    share_over_threshold: float
+    label: Literal["real", "fake"]
+    threshold: float
+    faces: int
+
+
+class TrackAnswer(_Open):
+    track_id: int
+    start_s: float
+    end_s: float
+    frames: list[int] = Field(description="the sampled frames it appears in")
+    faces: list[TrackFace]
+    best: TrackFace
+    deepfake: TrackDeepfake | None = None
+    identity: MatchAnswer | None = Field(None, description="with identify: the subject most of its best embeddings match, else null")
+    votes: int | None = None
+    probes: int | None = None
+    low_quality: bool | None = Field(None, description="with identify: no face of the track clears gallery.min_eye_distance_px")
+    embedding: list[float] | None = Field(None, description="with embeddings: the mean of its embeddings")
+
+
+class VideoAnswer(_Open):
+    video: dict[str, Any] = Field(description="what the clip's headers say: container, codec, size, fps, duration")
+    sampling: dict[str, Any]
+    tracks: list[TrackAnswer]
+    models: dict[str, dict[str, Any] | None]
+    timings_ms: dict[str, float]
+    identification: ThresholdAnswer | None = None
+    degraded: list[str] | None = None
+
+
 class BatchAnswer(BaseModel):
     results: list[AnalyzeAnswer | ErrorAnswer]
 

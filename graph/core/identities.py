@@ -74,6 +74,11 @@ class Identities:
             out.append((None if low or not matches or not matches[0].match else matches[0], low))
         return out, answer.decision
 
+    async def best_of(self, embedded: Embeddings) -> tuple[list[Match | None], Decision]:
+        """Per row of ``embedded``, the gallery's best match (None when the gallery is empty), and the decision used."""
+        answer = await self.search(embedded, 1)
+        return [matches[0] if matches else None for matches in answer.faces], answer.decision
+
     def low_quality(self, face) -> bool:
         return below_eye_floor(face.eye_distance, self.config.min_eye_distance_px)
 

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from facegraph.models.embedding import Decision, EmbeddingSpace, ImpostorModel, Match, Metric
-from facegraph.models.types import Classification
+from facegraph.models.pipeline import DetectReply
+from facegraph.models.types import Classification, CropSpec
+from facegraph.models.video import VideoInfo
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,24 @@ class SearchAnswer:
 
     faces: list[list[Match]]
     decision: Decision
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """A clip for the detector stage to sample and detect: its bytes, its probed headers, and what to cut."""
+
+    video: bytes
+    info: VideoInfo
+    fps: float
+    max_frames: int
+    crops: dict[str, CropSpec]
+    min_score: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameReplies:
+    """A chunk of a clip's sampled frames, detected: per frame its ordinal, its time and the detector's reply."""
+
+    indexes: tuple[int, ...]
+    timestamps: tuple[float, ...]
+    replies: tuple[DetectReply, ...]
