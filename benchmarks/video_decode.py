@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import platform
@@ -39,28 +40,31 @@ CODECS = {"h264": ("libx264", "mp4"), "vp9": ("libvpx-vp9", "webm")}
 SAMPLE_FPS = 2.0
 
 
-def encode(frames, codec: str, fps: int = 25, options: dict | None = None, gop_s: float = 2.0) -> bytes:
-    """RGB uint8 frames -> a clip in memory: ``codec`` ``"h264"`` (MP4) or ``"vp9"`` (WebM), yuv420p."""
+def encode(frames, codec: str, fps: int = 25, options: dict | None = None, gop_s: float = 2.0, size: tuple[int, int] | None = None) -> bytes:
+    """RGB uint8 frames -> a clip in memory: ``codec`` ``"h264"`` (MP4) or ``"vp9"`` (WebM), yuv420p.
+
+    ``size`` (width, height) is needed only for a clip of no frames (its stream is declared, never fed).
+    """
     import av
 
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None and size is None:
+        raise ValueError("a clip of no frames needs its size")
+    width, height = size or (first.shape[1], first.shape[0])
     name, container_format = CODECS[codec]
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container_format) as container:
-        stream = None
-        for frame in frames:
-            if stream is None:
-                stream = container.add_stream(name, rate=fps, options={"g": str(int(gop_s * fps)), **(options or {})})
-                if codec == "vp9":  # libvpx's realtime mode: seconds, not minutes, for a 1080p test clip
-                    stream.options = {**stream.options, "deadline": "realtime", "cpu-used": "8"}
-                stream.height, stream.width = frame.shape[:2]
-                stream.pix_fmt = "yuv420p"
+        stream = container.add_stream(name, rate=fps, options={"g": str(max(1, int(gop_s * fps))), **(options or {})})
+        if codec == "vp9":  # libvpx's realtime mode: seconds, not minutes, for a 1080p test clip
+            stream.options = {**stream.options, "deadline": "realtime", "cpu-used": "8"}
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        container.start_encoding()
+        for frame in ([] if first is None else itertools.chain([first], frames)):
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
-        if stream is None:
-            container.start_encoding()
-        else:
-            for packet in stream.encode():
-                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     return buffer.getvalue()
 
 
