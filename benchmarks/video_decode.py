@@ -92,6 +92,25 @@ def _targets(duration: float) -> list[float]:
     return [k / SAMPLE_FPS for k in range(int(duration * SAMPLE_FPS - 1e-9) + 1)]
 
 
+def _walk(frames, mode: str, duration: float, started: float) -> tuple[int, int, float | None]:
+    """Decode in order: every frame converted to RGB (``full``), the first only (``first``), or the
+    first at or after each 1 / SAMPLE_FPS (``drop``). ``frames`` yields (time, convert)."""
+    targets, k = _targets(duration), 0
+    decoded = converted = 0
+    first = None
+    for t, convert in frames:
+        decoded += 1
+        if mode in ("full", "first") or (k < len(targets) and t + 0.01 >= targets[k]):
+            convert()
+            converted += 1
+            k += 1
+        if first is None:
+            first = time.perf_counter() - started
+        if mode == "first":
+            break
+    return decoded, converted, first
+
+
 def _pyav(data: bytes | str, mode: str, threads: int) -> dict:
     import av
 
@@ -106,18 +125,8 @@ def _pyav(data: bytes | str, mode: str, threads: int) -> dict:
     decoded = converted = 0
     first = None
     if mode in ("full", "first", "drop"):
-        targets, k = _targets(duration), 0
-        for frame in container.decode(stream):
-            decoded += 1
-            t = float(frame.pts * tb)
-            if mode == "full" or (mode == "first") or (k < len(targets) and t + 0.01 >= targets[k]):
-                frame.to_ndarray(format="rgb24")
-                converted += 1
-                k += 1
-            if first is None:
-                first = time.perf_counter() - started
-            if mode == "first":
-                break
+        frames = ((float(f.pts * tb), lambda f=f: f.to_ndarray(format="rgb24")) for f in container.decode(stream))
+        decoded, converted, first = _walk(frames, mode, duration, started)
     else:  # seek: to the keyframe before each target, then decode up to it
         for target in _targets(duration):
             container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
@@ -148,19 +157,12 @@ def _opencv(data: bytes | str, mode: str, threads: int) -> dict:
     decoded = converted = 0
     first = None
     if mode in ("full", "first", "drop"):
-        targets, k = _targets(duration), 0
-        while capture.grab():
-            decoded += 1
-            t = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            if mode in ("full", "first") or (k < len(targets) and t + 0.01 >= targets[k]):
-                ok, bgr = capture.retrieve()
-                cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                converted += 1
-                k += 1
-            if first is None:
-                first = time.perf_counter() - started
-            if mode == "first":
-                break
+
+        def grabbed():
+            while capture.grab():
+                yield capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, lambda: cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
+
+        decoded, converted, first = _walk(grabbed(), mode, duration, started)
     else:
         for target in _targets(duration):
             capture.set(cv2.CAP_PROP_POS_MSEC, target * 1000.0)
