@@ -233,8 +233,8 @@ def sample(
         VideoError: ``truncated_video`` (the stream ends more than a second before its declared
             end, or its data is cut or corrupt), ``empty_video`` (no frame decodes).
         VideoTooLargeError: ``frame_too_large`` (a frame larger than its header said, over
-            ``max_pixels``), ``video_too_long`` (a clip without a declared duration that runs past
-            ``max_duration_s``).
+            ``max_pixels``), ``video_too_long`` (frames past ``max_duration_s``: a clip
+            that declares no duration, or less than it holds).
     """
     limits = limits or VideoLimits()
     fps = float(fps or limits.fps)
@@ -256,7 +256,7 @@ def sample(
                     continue
                 t = float(frame.pts * stream.time_base - start)
                 last_t = max(last_t, t)
-                if info.duration_s <= 0 and t > limits.max_duration_s:
+                if t > limits.max_duration_s:  # a clip that declares no duration, or a shorter one than it holds
                     raise VideoTooLargeError(
                         f"the video runs past {limits.max_duration_s:g} s, the limit for one request: analyse it with `facegraph batch`",
                         code="video_too_long",

@@ -112,6 +112,32 @@ def test_the_limits_refuse_from_the_headers(h264):
     assert probe(h264, VideoLimits(max_pixels=160 * 96, max_duration_s=4.0)).width == 160
 
 
+def live_webm(frames: list[np.ndarray]) -> bytes:
+    """A WebM written as a browser's recorder writes it: no duration, no index."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm", options={"live": "1"}) as out:
+        stream = out.add_stream("libvpx-vp9", rate=25, options={"deadline": "realtime", "cpu-used": "8"})
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def test_a_clip_that_declares_no_duration_is_held_to_the_limit_while_it_decodes():
+    data = live_webm(colour_frames(100))  # 4 s
+    limits = VideoLimits(max_duration_s=3.0)
+    info = probe(data, limits)
+    assert (info.duration_s, info.frame_count, info.expected_samples(2, 50)) == (0.0, 0, 50)
+    frames = []
+    with pytest.raises(VideoTooLargeError) as caught:
+        frames.extend(sample(data, info, limits=limits))
+    assert caught.value.code == "video_too_long" and len(frames) == 7  # 0 to 3.0 s, then 3.04 s is past the limit
+    assert [source_index(f.image) for f in sample(data, info, fps=1)] == [0, 25, 50, 75]
+
+
 def test_a_declared_frame_size_is_refused_before_any_frame_is_decoded():
     bomb = declared_size_bomb(20000, 20000)
     error = refusal(bomb)
