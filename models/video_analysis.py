@@ -8,7 +8,7 @@ through the branches); this module chains the very same per-batch functions of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 from .base import Classifier, Detector, Recognizer
 from .errors import FacegraphError
@@ -77,8 +77,7 @@ def analyze_frames(
     min_score: float | None = None,
 ) -> tuple[list[FrameFaces], list[Track]]:
     """Sampled frames -> per-frame faces and the clip's tracks (linked with the recognizer's own metric and threshold)."""
-    found: Sequence[FrameFaces] = list(frames_faces(frames, models, max_pixels, batch_size, min_score))
-    metric, threshold = "euclidean", 0.6
-    if models.recognizer is not None:
-        metric, threshold = models.recognizer.metric, models.recognizer.match_threshold
-    return list(found), track_faces(found, settings, metric, threshold)  # type: ignore[arg-type]
+    found = list(frames_faces(frames, models, max_pixels, batch_size, min_score))
+    if models.recognizer is None:  # no embeddings: boxes link, the metric is never used
+        return found, track_faces(found, settings)
+    return found, track_faces(found, settings, models.recognizer.metric, models.recognizer.match_threshold)
