@@ -14,7 +14,9 @@ OpenCV 5.1: ``cv2.VideoCapture(io.BytesIO(...), cv2.CAP_FFMPEG, [])``), and meas
 - reading from memory against reading the same clip from a file (``/dev/shm``; benchmark data,
   never a request's).
 
-It writes ``video_decode.json`` and prints a table. Decoding runs on one thread unless
+With ``--in-process`` it also runs the default config's detector and recognizer (one thread each)
+on the H.264 clips sampled at 2 fps, as ``models.video_analysis`` chains them: decoding and
+sampling, the models, and the tracker, timed apart. It writes ``video_decode.json`` and prints a table. Decoding runs on one thread unless
 ``--threads`` says more (a replica that decodes holds about half a core).
 """
 
@@ -267,12 +269,45 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def in_process(seconds: float, repeats: int) -> list[dict]:
+    """The default config's models in this process on a 1080p pan clip sampled at 2 fps: where the time goes."""
+    from graph.config import FacegraphConfig, default_cache_dir
+    from models.registry import load_model
+    from models.tracking import track_faces
+    from models.video import VideoLimits, probe, sample
+    from models.video_analysis import VideoModels, frames_faces
+
+    config = FacegraphConfig()
+    load = lambda stage: load_model(stage.model.model_copy(update={"device": "cpu"}), cpu_threads=1, cache_dir=default_cache_dir()).adapter  # noqa: E731
+    models = VideoModels(load(config.detector), load(config.recognizer))
+    rows = []
+    for size, (width, height) in SIZES.items():
+        data = encode(pan_frames(width, height, seconds), "h264")
+        for _ in range(repeats):
+            cpu, wall = time.process_time(), time.perf_counter()
+            frames = list(sample(data, probe(data), limits=VideoLimits()))
+            cpu_decoded, decoded = time.process_time(), time.perf_counter()
+            found = list(frames_faces(frames, models, config.ingress.max_pixels))
+            cpu_analysed, analysed = time.process_time(), time.perf_counter()
+            tracks = track_faces(found, None, models.recognizer.metric, models.recognizer.match_threshold)
+            done = time.perf_counter()
+            rows.append({
+                "clip": f"h264-{size}", "sampled_frames": len(frames), "faces": sum(len(f.faces) for f in found), "tracks": len(tracks),
+                "decode_s": round(decoded - wall, 3), "decode_cpu_s": round(cpu_decoded - cpu, 3),
+                "models_s": round(analysed - decoded, 3), "models_cpu_s": round(cpu_analysed - cpu_decoded, 3),
+                "track_ms": round((done - analysed) * 1000, 2), "sampled_frames_per_s": round(len(frames) / (done - wall), 1),
+            })  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="folder for video_decode.json")
     parser.add_argument("--seconds", type=float, default=8.0, help="clip length (25 fps)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="decoder threads for the full-decode rows")
     parser.add_argument("--repeats", type=int, default=2, help="runs per case; the fastest is kept")
+    parser.add_argument("--in-process", action="store_true", help="also time the default models in process on the sampled frames (needs `facegraph models build`)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:
@@ -286,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as folder:
         load_before = Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else None
         result = measure(Path(folder), args.seconds, tuple(args.threads), args.repeats)
+        if args.in_process:
+            result["in_process"] = in_process(args.seconds, args.repeats)
     result["machine"] = {
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
         "pyav": av.__version__, "ffmpeg_in_pyav": av.library_versions.get("libavcodec"), "opencv": cv2.__version__,
