@@ -53,3 +53,21 @@ class ProviderUnavailableError(ModelLoadError):
     """An explicitly requested execution provider could not be used."""
 
     code = "provider_unavailable"
+
+
+class VideoError(FacegraphError):
+    """The bytes are not a usable video (client mistake).
+
+    Codes: ``invalid_video`` (not a video, unreadable, or a container other than MP4/QuickTime or
+    Matroska/WebM), ``empty_video`` (no bytes, or no frame), ``no_video_stream`` (audio only),
+    ``unsupported_video_codec``, ``truncated_video`` (the stream ends before its declared end).
+    """
+
+    code = "invalid_video"
+
+
+class VideoTooLargeError(VideoError):
+    """Over a limit: ``video_too_large`` (bytes), ``frame_too_large`` (a frame's declared pixels),
+    ``video_too_long`` (duration; a longer clip belongs to ``facegraph batch``)."""
+
+    code = "video_too_large"
