@@ -15,7 +15,6 @@ a frame that declares more pixels is refused before its buffer is allocated.
 from __future__ import annotations
 
 import io
-import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
@@ -27,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import VideoError, VideoTooLargeError
 from .imaging import DEFAULT_MAX_PIXELS
 
-logger = logging.getLogger(__name__)
 
 # FFmpeg's demuxer names: MP4/QuickTime (video/mp4, video/quicktime) and Matroska/WebM
 # (video/x-matroska, video/webm). A text file can otherwise open as FFmpeg's "tty" demuxer.
