@@ -254,17 +254,10 @@ def sample(
                     continue
                 t = float(frame.pts * stream.time_base - start)
                 last_t = max(last_t, t)
-                if t > limits.max_duration_s:  # a clip that declares no duration, or a shorter one than it holds
-                    raise VideoTooLargeError(
-                        f"the video runs past {limits.max_duration_s:g} s, the limit for one request: analyse it with `facegraph batch`",
-                        code="video_too_long",
-                    )
+                _check_duration(t, limits)  # a clip that declares no duration, or a shorter one than it holds
                 if t + slack < next_target:
                     continue
-                if frame.width * frame.height > limits.max_pixels:
-                    raise VideoTooLargeError(
-                        f"a frame is {frame.width}x{frame.height} pixels; the limit is {limits.max_pixels}", code="frame_too_large"
-                    )
+                _check_pixels(frame.width, frame.height, limits)
                 yield Frame(index, round(t, 6), frame.to_ndarray(format="rgb24"))
                 index += 1
                 if index >= max_frames:
@@ -275,6 +268,19 @@ def sample(
             raise VideoError(
                 f"the video's data is cut or corrupt after {max(last_t, 0):.2f} s ({_reason(exc)})", code="truncated_video"
             ) from None
+    _check_end(last_t, info)
+
+
+def _check_duration(t: float, limits: VideoLimits) -> None:
+    if t > limits.max_duration_s:
+        raise VideoTooLargeError(
+            f"the video runs past {limits.max_duration_s:g} s, the limit for one request: analyse it with `facegraph batch`",
+            code="video_too_long",
+        )
+
+
+def _check_end(last_t: float, info: VideoInfo) -> None:
+    """A stream that decoded no frame, or ended well before its declared end."""
     if last_t < 0:
         raise VideoError("no frame of the video could be decoded", code="empty_video")
     if info.duration_s > 0 and last_t + _END_SLACK_S < info.duration_s - (1.0 / info.fps if info.fps else 0.0):

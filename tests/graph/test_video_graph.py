@@ -14,7 +14,7 @@ import pytest
 
 from facegraph.benchmarks.video_decode import encode
 from tests.fixture_models import draw_squares
-from tests.unit.test_video import audio_only
+from tests.unit.test_video import audio_only, colour_frames
 from tests.video_clips import declared_size_bomb
 
 FPS, SECONDS, SIZE = 10, 4.0, (640, 360)
@@ -100,8 +100,12 @@ def _too_long() -> bytes:
     return buffer.getvalue()
 
 
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
 HOSTILE = [
-    ("truncated", lambda clip: encode([np.full((96, 160, 3), 90, np.uint8)] * 50, "vp9", fps=25)[:-3000], "video/webm", 400, "truncated_video"),
+    ("truncated", lambda clip: _half(encode(colour_frames(100), "vp9", fps=25)), "video/webm", 400, "truncated_video"),
     ("not a video", lambda clip: np.random.default_rng(1).bytes(30_000), "video/mp4", 400, "invalid_video"),
     ("audio only", lambda clip: audio_only("mp4", "aac"), "video/mp4", 415, "no_video_stream"),
     ("zero frames", lambda clip: encode([], "h264", size=(160, 96)), "video/mp4", 400, "empty_video"),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from facegraph.benchmarks.photos import PHOTO_FACES, load_photos
-from facegraph.deployments.wire import SearchRequest
+from facegraph.graph.core.wire import SearchRequest
 from facegraph.graph.config import FacegraphConfig, GalleryConfig
 from facegraph.graph.identity.index import GalleryIndex, search_batch
 from facegraph.graph.identity.store import GalleryStore
