@@ -13,10 +13,10 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-# Its own scripts and styles only, nothing inline, nothing from elsewhere; pictures the user
-# picks are shown from blob: URLs; no framing, no plugins, no form posts, no <base> rewrites.
+# Its own scripts and styles only, nothing inline, nothing from elsewhere; pictures and clips the
+# user picks are shown from blob: URLs; no framing, no plugins, no form posts, no <base> rewrites.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 HEADERS = {

@@ -16,6 +16,7 @@
     selected: null, // {picture, face}
     subjects: [],
     urls: [], // object URLs to revoke when pictures change
+    videoUrl: null, // the clip on show, as an object URL
   };
 
   class ApiFailure extends Error {
@@ -541,6 +542,142 @@
     await Promise.all([loadReady(), loadGallery(), loadModels()]);
   }
 
+  // ---- video -------------------------------------------------------------------------------
+
+  // POST the clip with Accept: application/x-ndjson: a progress line per batch of frames, then the answer.
+  async function streamVideo(file, query, onProgress) {
+    const headers = { Accept: "application/x-ndjson" };
+    if (state.apiKey) headers["X-API-Key"] = state.apiKey;
+    const params = new URLSearchParams();
+    for (const [name, value] of Object.entries(query)) if (value !== undefined) params.append(name, String(value));
+    let response;
+    try {
+      const url = params.toString() ? `v1/analyze/video?${params}` : "v1/analyze/video";
+      response = await fetch(url, { method: "POST", headers, body: imageForm("video", file), cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" });
+    } catch (err) {
+      throw new ApiFailure(0, "unreachable", "the service could not be reached", null);
+    }
+    if (!response.ok) {
+      let data = null;
+      try {
+        data = await response.json();
+      } catch (err) {
+        data = null;
+      }
+      const error = data && data.error;
+      throw new ApiFailure(response.status, error && error.code, error ? error.message : `HTTP ${response.status}`, data);
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      buffered += decoder.decode(value || new Uint8Array(), { stream: !done });
+      const lines = buffered.split("\n");
+      buffered = lines.pop();
+      for (const line of lines.filter((l) => l.trim())) {
+        const event = JSON.parse(line);
+        if (event.progress) onProgress(event.progress);
+        if (event.error) throw new ApiFailure(200, event.error.code, event.error.message, event);
+        if (event.answer) return event.answer;
+      }
+      if (done) throw new ApiFailure(200, "incomplete", "the answer stopped before it was complete", null);
+    }
+  }
+
+  async function analyzeVideo(file) {
+    if (!file) return;
+    showError("video-error", null);
+    const bar = $("video-progress");
+    bar.value = 0;
+    bar.hidden = false;
+    say("video-status", "Sending the clip...");
+    const query = { identify: state.gallery && $("identify").checked ? "true" : undefined };
+    let answer;
+    try {
+      answer = await streamVideo(file, query, (p) => {
+        bar.max = Math.max(p.frames_total, 1);
+        bar.value = p.frames_done;
+        say("video-status", `${p.frames_done} of ${p.frames_total} sampled frames...`);
+      });
+    } catch (err) {
+      bar.hidden = true;
+      say("video-status", "");
+      showError("video-error", err);
+      return;
+    }
+    bar.hidden = true;
+    if (state.videoUrl) URL.revokeObjectURL(state.videoUrl);
+    state.videoUrl = URL.createObjectURL(file);
+    const player = $("player");
+    player.src = state.videoUrl;
+    player.hidden = false;
+    const tracks = answer.tracks.length;
+    say("video-status", `${tracks} track${tracks === 1 ? "" : "s"} in ${answer.sampling.frames} sampled frames.`);
+    renderTimeline(answer);
+  }
+
+  function trackName(track) {
+    if (track.identity) return track.identity.name;
+    return track.low_quality ? "unknown (too small)" : "unknown";
+  }
+
+  function renderTimeline(answer) {
+    const list = $("timeline");
+    const duration = Math.max(answer.video.duration_s || 0, ...answer.tracks.map((t) => t.end_s), 0.001);
+    list.replaceChildren(
+      ...answer.tracks.map((track) => {
+        const thumb = h("canvas", { width: 64, height: 64, class: "best-face", "aria-hidden": "true" });
+        const x = (t) => fixed((100 * t) / duration, 2);
+        const bar = s(
+          "svg",
+          { viewBox: "0 0 100 10", preserveAspectRatio: "none", "aria-hidden": "true" },
+          s("rect", { class: "span", x: x(track.start_s), y: 2, width: fixed(Math.max(0.5, (100 * (track.end_s - track.start_s)) / duration), 2), height: 6 }),
+          track.faces.map((f) => s("rect", { class: "seen", x: x(f.time_s), y: 2, width: 0.6, height: 6 })),
+        );
+        const deepfake = track.deepfake ? `${track.deepfake.label} (mean ${fixed(track.deepfake.mean, 2)})` : "not scored";
+        const label = h(
+          "span",
+          { class: "track-label" },
+          h("strong", { class: "track-name" }, `#${track.track_id} ${trackName(track)}`),
+          h("br", {}),
+          h("span", { class: "track-span" }, `${fixed(track.start_s, 1)}-${fixed(track.end_s, 1)} s, ${track.frames.length} frames`),
+          h("br", {}),
+          h("span", { class: "track-deepfake" }, `deepfake: ${deepfake}`),
+        );
+        const button = h("button", { type: "button", class: "track", "data-track-id": track.track_id, "data-start": track.start_s }, thumb, label, bar);
+        button.addEventListener("click", () => {
+          const player = $("player");
+          player.currentTime = track.start_s;
+          player.play().catch(() => {});
+        });
+        return h("li", {}, button);
+      }),
+    );
+    drawBestFaces(answer.tracks);
+  }
+
+  // Each track's best face, cut from the clip in the browser: a second, hidden player seeks to it.
+  async function drawBestFaces(tracks) {
+    const url = state.videoUrl;
+    const seeker = h("video", { muted: true, preload: "auto" });
+    seeker.src = url;
+    await new Promise((resolve) => seeker.addEventListener("loadeddata", resolve, { once: true }));
+    for (const track of tracks) {
+      if (state.videoUrl !== url) return; // another clip took its place
+      seeker.currentTime = track.best.time_s;
+      await new Promise((resolve) => seeker.addEventListener("seeked", resolve, { once: true }));
+      const canvas = document.querySelector(`button.track[data-track-id="${track.track_id}"] canvas`);
+      if (!canvas) continue;
+      const [x1, y1, x2, y2] = track.best.bbox;
+      const side = Math.max(x2 - x1, y2 - y1);
+      const cx = (x1 + x2) / 2;
+      const cy = (y1 + y2) / 2;
+      canvas.getContext("2d").drawImage(seeker, cx - side / 2, cy - side / 2, side, side, 0, 0, 64, 64);
+      canvas.setAttribute("data-drawn", "true");
+    }
+  }
+
   // ---- wiring --------------------------------------------------------------------------------
 
   function start() {
@@ -550,6 +687,7 @@
       refreshAll();
     });
     $("pictures").addEventListener("change", (event) => analyze([...event.target.files]));
+    $("clip").addEventListener("change", (event) => analyzeVideo(event.target.files[0]));
     const slider = $("min-score");
     slider.addEventListener("input", () => say("min-score-value", Number(slider.value).toFixed(2)));
     slider.addEventListener("change", reanalyze);

@@ -223,6 +223,33 @@ def test_analyze_enroll_identify_verify_delete(serve_app, browser, pictures):
 
 
 @needs_browser
+def test_a_clip_becomes_a_timeline_of_tracks(serve_app, browser, tmp_path):
+    """Two people crossing: two tracks, each with its best face cut from the clip; clicking one plays from its first frame."""
+    from tests import video_clips
+
+    base, _ = serve_app
+    driver = browser
+    path = tmp_path / "crossing.webm"
+    path.write_bytes(video_clips.crossing("vp9").data)
+    open_page(driver, base)
+    upload(driver, path, "#clip")
+    wait(driver, lambda d: css(d, "#timeline button.track"))
+    assert re.fullmatch(r"2 tracks in \d+ sampled frames\.", text_of(driver, "#video-status"))
+    names = [text_of(driver, f"#timeline li:nth-child({i}) .track-name") for i in (1, 2)]
+    # Nobody is enrolled here: unknown, or too small to identify (the camera man's head is pasted small).
+    assert all(re.fullmatch(rf"#{i} unknown( \(too small\))?", name) for i, name in enumerate(names)), names
+    for i in (1, 2):
+        assert re.fullmatch(r"deepfake: (real|fake) \(mean [01]\.\d\d\)", text_of(driver, f"#timeline li:nth-child({i}) .track-deepfake"))
+        assert len(css(driver, f"#timeline li:nth-child({i}) rect.seen")) >= 3
+    wait(driver, lambda d: len(css(d, "#timeline canvas[data-drawn]")) == 2)  # the best faces, drawn from the clip
+    second = css(driver, "#timeline button.track")[1]
+    start = float(second.get_attribute("data-start"))
+    second.click()
+    wait(driver, lambda d: abs(d.execute_script("return document.getElementById('player').currentTime") - start) < 0.5)
+    no_csp_violations(driver)
+
+
+@needs_browser
 def test_errors_show_the_api_message(serve_app, browser, pictures):
     base, _ = serve_app
     driver = browser
