@@ -10,6 +10,7 @@ and custom resources per actor, ``batching.max_batch_size`` as rows per call.
 from __future__ import annotations
 
 import functools
+import posixpath
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 
 from facegraph.graph.batch.enroll import EnrollStage
 from facegraph.graph.batch.sources import Location, done_keys, list_pictures, locate, parquet_files, read_rows
+from facegraph.graph.batch.videos import VideoStage, face_rows, is_video, tables
 from facegraph.graph.batch.stages import ClassifyStage, DetectStage, EmbedStage, read_pictures
 from facegraph.graph.config import DeploymentConfig, FacegraphConfig
 from facegraph.graph.core.stages import load_stage
@@ -41,6 +43,8 @@ class Summary:
     # Pictures per enroll status ("enrolled", "no_face", "several_faces", "error"); None when not enrolling.
     enrolled: dict[str, int] | None = None
     files: int = 0
+    # Clips: listed, processed, track rows, clips with no face, clips with an error (None: no clip listed).
+    videos: dict[str, int] | None = None
 
     @property
     def pictures_per_s(self) -> float:
@@ -53,6 +57,12 @@ class Summary:
             f"time: {self.seconds:.1f} s, {self.pictures_per_s:.2f} pictures/s",
             "busy time per stage: " + ", ".join(f"{k} {v:.1f} s ({1000 * v / max(self.pictures, 1):.1f} ms/picture)" for k, v in self.stage_s.items()),
         ]
+        if self.videos is not None:
+            v = self.videos
+            out.append(
+                f"clips: {v['processed']} processed, {v['listed'] - v['processed']} skipped; {v['tracks']} tracks, "
+                f"{v['no_face']} clips without a face, {v['errors']} with an error (tables video_tracks/ and video_faces/)"
+            )
         if self.enrolled is not None:
             out.append("enroll by folder (pictures): " + ", ".join(f"{k} {v}" for k, v in sorted(self.enrolled.items())))
         return out
@@ -146,19 +156,48 @@ def summarise(dest: Location, files: list[str], summary: Summary, enroll: bool) 
 
 
 def run_job(config: FacegraphConfig, source: str, out: str, enroll: bool = False) -> Summary:
-    """Run the job on the connected Ray cluster; pictures DEST already holds (same path and content) are skipped."""
+    """Run the job on the connected Ray cluster; pictures and clips DEST already holds (same path and content) are skipped."""
     if enroll and config.gallery_store() is None:
         raise ValueError("--enroll-by-folder needs a recognizer and a gallery in the config")
-    fs, paths = list_pictures(source)
+    fs, listed = list_pictures(source)
+    videos = [p for p in listed if is_video(p)]
+    paths = [p for p in listed if not is_video(p)]
     dest = locate(out)
     done = done_keys(dest)
-    before = set(parquet_files(dest))
+    before = set(_picture_files(dest))
     summary = Summary(listed=len(paths), skipped=0)
     started = time.perf_counter()
     if paths:
         dataset = build_dataset(config, fs, paths, done, enroll)
         dataset.write_parquet(dest.path, filesystem=dest.fs, ray_remote_args={"num_cpus": config.batch.task_num_cpus})
+    if videos:
+        summary.videos = run_videos(config, fs, videos, dest)
     summary.seconds = time.perf_counter() - started
-    summarise(dest, [f for f in parquet_files(dest) if f not in before], summary, enroll)
+    summarise(dest, [f for f in _picture_files(dest) if f not in before], summary, enroll)
     summary.skipped = summary.listed - summary.pictures
     return summary
+
+
+def _picture_files(dest: Location) -> list[str]:
+    """DEST's picture rows: its own parquet files, not the clips' tables in its subfolders."""
+    return [f for f in parquet_files(dest) if posixpath.dirname(f) == dest.path.rstrip("/")]
+
+
+def run_videos(config: FacegraphConfig, fs, paths: list[str], dest: Location) -> dict[str, int]:
+    """Clips -> DEST/video_tracks (a row per track) and DEST/video_faces (a row per face per sampled frame)."""
+    import ray.data
+
+    tracks, faces = tables(dest)
+    before = set(parquet_files(tracks))
+    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
+    ds = ds.map_batches(
+        VideoStage, fn_constructor_args=(config, fs, done_keys(tracks)), batch_format="pyarrow",
+        **{**pool_options(config.detector.deployment), "batch_size": 1},
+    ).materialize()  # fmt: skip
+    remote = {"num_cpus": config.batch.task_num_cpus}
+    ds.drop_columns(["faces"]).write_parquet(tracks.path, filesystem=dest.fs, ray_remote_args=remote)
+    ds.map_batches(face_rows, batch_format="pyarrow").write_parquet(faces.path, filesystem=dest.fs, ray_remote_args=remote)
+    table = read_rows(tracks, [f for f in parquet_files(tracks) if f not in before], ["path", "status"])
+    statuses = [] if table is None else table.column("status").to_pylist()
+    clips = set() if table is None else set(table.column("path").to_pylist())
+    return {"listed": len(paths), "processed": len(clips), "tracks": statuses.count("track"), "no_face": statuses.count("no_face"), "errors": statuses.count("error")}

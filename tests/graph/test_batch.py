@@ -135,3 +135,31 @@ def test_enroll_by_folder_reaches_the_running_service(serve_app, first_run, arch
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     leaked = [p.name for p in logs.rglob("*") if p.is_file() and MARK.encode() in p.read_bytes()]
     assert not leaked
+
+
+def test_clips_in_the_archive_become_track_and_face_tables(serve_app, tmp_path_factory):
+    """A folder of a clip and a picture: the picture's rows in DEST, the clip's tracks and faces in their own tables; a rerun skips both."""
+    from skimage import data
+
+    from tests import video_clips
+
+    root = tmp_path_factory.mktemp("clips")
+    clip = video_clips.entering_and_leaving("h264")
+    (root / "walk.mp4").write_bytes(clip.data)
+    (root / "still.jpg").write_bytes(encode_jpeg(data.astronaut(), 90))
+    out = tmp_path_factory.mktemp("clip-rows") / "rows"
+    summary = _run(str(root), str(out))
+    assert summary.pictures == 1 and summary.videos["processed"] == 1 and summary.videos["errors"] == 0
+    tracks = pads.dataset(str(out / "video_tracks"), format="parquet").to_table().to_pylist()
+    faces = pads.dataset(str(out / "video_faces"), format="parquet").to_table().to_pylist()
+    assert tracks and all(t["status"] == "track" and t["path"].endswith("walk.mp4") for t in tracks)
+    assert len(faces) == sum(len(t["frames"]) for t in tracks)
+    # Every face found where the clip shows the walker whole is hers (at the frame's edges she is partly out of it).
+    judged = [(face, clip.at(face["time_s"])) for face in faces]
+    judged = [(face, shown) for face, shown in judged if shown]
+    assert len(judged) >= len(faces) / 2
+    for face, shown in judged:
+        assert iou(np.asarray([shown[0].box], np.float32), np.asarray([face["bbox"]], np.float32))[0, 0] > 0.3, face
+    assert len(tracks[0]["embedding"]) == 128 and tracks[0]["deepfake_label"] in ("real", "fake")
+    again = _run(str(root), str(out))
+    assert again.pictures == 0 and again.videos["processed"] == 0

@@ -135,3 +135,46 @@ def test_pictures_dest_holds_are_not_read_again(stages, folder):
     done = frozenset({(str(folder / "one.jpg"), hashlib.sha256((folder / "one.jpg").read_bytes()).hexdigest()), (str(folder / "two.png"), "another content")})
     names = {row["path"].rsplit("/", 1)[1] for row in _job_rows(stages, folder, decode=False, done=done)}
     assert names == {"two.png", "none.png", "text.jpg", "bomb.png", "gone.jpg"}
+
+
+def test_clips_become_a_row_per_track_and_a_row_per_face(tmp_path):
+    """facegraph batch on clips, without Ray: the video stage on fixture models, as its actor pool runs it."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    from facegraph.benchmarks.video_decode import encode
+    from facegraph.graph.batch.videos import TRACK, VideoStage, face_rows
+    from facegraph.graph.config import FacegraphConfig
+    from tests.fixture_models import draw_squares
+
+    config = FacegraphConfig.model_validate(
+        {
+            "detector": {"model": {"family": "scrfd", "path": fixture_path("square-scrfd"), "device": "cpu", "settings": {"score_threshold": 0.3}}},
+            "recognizer": {"model": {"family": "arcface", "path": fixture_path("pooled-arcface"), "device": "cpu"}},
+            "deepfake": {"model": {"family": "image-classifier", "path": fixture_path("rgb-classifier"), "device": "cpu"}},
+        }
+    )
+    # Two squares drifting apart for 3 s at 10 fps: sampled at 2 fps, 6 frames.
+    frames = [draw_squares(320, 192, [(20 + 8 * k, 20, 60 + 8 * k, 60), (260 - 8 * k, 120, 300 - 8 * k, 160)]) for k in range(30)]
+    (tmp_path / "two.mp4").write_bytes(encode(frames, "h264", fps=10))
+    (tmp_path / "empty.webm").write_bytes(encode([draw_squares(320, 192, [])] * 10, "vp9", fps=10))
+    (tmp_path / "notes.mp4").write_bytes(b"not a clip\n" * 100)
+    paths = [str(tmp_path / n) for n in ("two.mp4", "empty.webm", "notes.mp4", "gone.mkv")]
+    stage = VideoStage(config, pafs.LocalFileSystem(), frozenset())
+    rows = stage(pa.table({"path": paths})).to_pylist()
+    by_status = {}
+    for row in rows:
+        by_status.setdefault(row["status"], []).append(row)
+    assert [r["track_id"] for r in by_status["track"]] == [0, 1] and {r["path"] for r in by_status["track"]} == {paths[0]}
+    for track in by_status["track"]:
+        assert track["frames"] == list(range(6)) and len(track["faces"]) == 6 and track["best"] in track["faces"]
+        assert len(track["embedding"]) == 32 and track["embedding_space"].startswith("arcface:") and track["deepfake_label"] in ("real", "fake")
+        assert track["detector_model"]["family"] == "scrfd" and track["sampled_frames"] == 6
+    assert [r["path"] for r in by_status["no_face"]] == [paths[1]]
+    assert sorted((r["path"], r["error_code"]) for r in by_status["error"]) == [(paths[3], "unreadable"), (paths[2], "invalid_video")]
+    faces = face_rows(pa.Table.from_pylist(rows, schema=TRACK))
+    assert faces.num_rows == 12 and set(faces.column("track_id").to_pylist()) == {0, 1}
+    # A rerun skips what DEST holds: the same path with the same content.
+    done = frozenset((r["path"], r["sha256"]) for r in rows if r["sha256"])
+    again = VideoStage(config, pafs.LocalFileSystem(), done)(pa.table({"path": paths})).to_pylist()
+    assert [r["path"] for r in again] == [paths[3]]  # only the file that could not be read
