@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facegraph.models.tracking import DeepfakeSummary
+
 
 class _Open(BaseModel):
     # Answers may grow fields; clients ignore what they do not know.
@@ -78,15 +80,6 @@ class TrackFace(_Open):
     fake_probability: float | None = None
 
 
-class TrackDeepfake(_Open):
-    mean: float
-    max: float
-    share_over_threshold: float
-    label: Literal["real", "fake"]
-    threshold: float
-    faces: int
-
-
 class TrackAnswer(_Open):
     track_id: int
     start_s: float
@@ -94,7 +87,7 @@ class TrackAnswer(_Open):
     frames: list[int] = Field(description="the sampled frames it appears in")
     faces: list[TrackFace]
     best: TrackFace
-    deepfake: TrackDeepfake | None = None
+    deepfake: DeepfakeSummary | None = None
     identity: MatchAnswer | None = Field(None, description="with identify: the subject most of its best embeddings match, else null")
     votes: int | None = None
     probes: int | None = None
