@@ -264,8 +264,8 @@ async def analyze_video(request: Request, query: Annotated[VideoQuery, Query()])
     video = await read_upload(request, ingress.body_limit(VIDEO_PATH), "video", VIDEO_TYPES)
     if "application/x-ndjson" not in (request.headers.get("accept") or ""):
         return await ingress.analyze_video(video, **query.model_dump())
-    await ingress.probe_video(video)  # a bad clip is refused with its status before the stream starts
-    lines = (json.dumps(event, separators=(",", ":")) + "\n" async for event in ingress.analyze_video_events(video, **query.model_dump()))
+    events = await ingress.video_stream(video, **query.model_dump())  # a bad clip is refused with its status before the stream starts
+    lines = (json.dumps(event, separators=(",", ":")) + "\n" async for event in events)
     return StreamingResponse(lines, media_type="application/x-ndjson")
 
 

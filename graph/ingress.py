@@ -162,11 +162,17 @@ class Ingress:
         """A clip's headers (codec, size, frame rate, duration), refused as ``analyze_video`` would refuse them."""
         return (await self.video.probe(video)).to_json()
 
-    async def analyze_video_events(self, video: bytes, **options) -> AsyncIterator[dict]:
-        """``analyze_video`` as it goes: a progress event per batch of frames, then the answer; a failure is its last event."""
+    async def video_stream(self, video: bytes, **options) -> AsyncIterator[dict]:
+        """``analyze_video`` as it goes, for the NDJSON route: the clip is probed here, so a bad one is refused
+        (with its status) before the stream starts; the stream is a progress event per batch of frames, then
+        the answer, and a failure while it decodes is its last event."""
+        info = await self.video.probe(video)
         search = self._gallery().best_of if options.get("identify") else None
+        return self._events(video, info, VideoOptions(**options), search)
+
+    async def _events(self, video: bytes, info, options: VideoOptions, search) -> AsyncIterator[dict]:
         try:
-            async for event in self.video.events(video, VideoOptions(**options), search):
+            async for event in self.video.events(video, options, search, info):
                 yield event
         except Exception as exc:
             yield as_api_error(exc).to_json()

@@ -77,10 +77,12 @@ class VideoAnalysis:
             raise FacegraphError(f"the video is {len(video)} bytes; the limit is {self.limits.max_video_bytes}", "video_too_large")
         return await asyncio.to_thread(probe, video, self.limits)
 
-    async def events(self, video: bytes, options: VideoOptions, search: TrackSearch | None = None) -> AsyncIterator[dict]:
-        """``{"progress": {...}}`` after each chunk of sampled frames, then ``{"answer": {...}}``."""
+    async def events(
+        self, video: bytes, options: VideoOptions, search: TrackSearch | None = None, info: VideoInfo | None = None
+    ) -> AsyncIterator[dict]:
+        """``{"progress": {...}}`` after each chunk of sampled frames, then ``{"answer": {...}}``; ``info``: the clip already probed."""
         started = time.perf_counter()
-        info = await self.probe(video)
+        info = info or await self.probe(video)
         fps, max_frames = options.fps or self.limits.fps, options.max_frames or self.limits.max_frames
         total = info.expected_samples(fps, max_frames)
         # The recognizer runs whenever it is configured: its embeddings are what keep a person's track across gaps.
